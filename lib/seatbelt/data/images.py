@@ -1,0 +1,411 @@
+"""Real image datasets: CIFAR-10, CelebA, MNIST, 3D Chairs and 3D Faces, in their published layouts.
+
+Every loader takes ``root`` (default: the ``SEATBELT_DATA`` directory), looks for the dataset's
+usual files there, decodes them once into uint8 arrays (N, C, H, W) cached on disk (see
+:mod:`seatbelt.data.files`), and returns :class:`Data` with ``levels=256``. A missing dataset
+raises :class:`DatasetNotFoundError` naming the files to get and the directory to put them in.
+MNIST and CIFAR-10 can be downloaded from their official hosts with ``download=True`` (off by
+default so nothing hangs offline); the other datasets need a registration or manual step.
+
+Layouts read (file names relative to the data root; the first one found wins):
+
+- CIFAR-10: ``cifar-10-batches-py/`` (the official python pickles), ``cifar-10-python.tar.gz`` (the
+  official archive, read without extracting), or ``cifar10-jpeg.zip`` (``train/<class>/NNNN.jpg``,
+  ``test/<class>/NNNN.jpg``; sorted by class, then file name).
+- CelebA: aligned JPEGs in ``img_align_celeba/`` or ``img_align_celeba.zip`` (official), or in
+  ``celeba-10k-jpeg.zip`` (``celebA/NNNNNN.jpg``); sorted by file name. Preprocessed as Chen et al.
+  (2018): a centred square crop of 148/178 of the width, resized (bilinear, antialiased) to size.
+- MNIST: ``mnist/`` or the root itself, holding the official IDX files
+  ``{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``.
+- 3D Chairs (Aubry et al. 2014): ``rendered_chairs/<model>/renders/image_NNN_pPPP_tTTT_rRRR.png``,
+  or the official ``rendered_chairs.tar`` holding that tree; 62 views per model (2 elevations x
+  31 azimuths). Preprocessed to greyscale (on white where a render has transparency), a centred
+  square crop of CHAIRS_CROP of the side (removing most of the white border, in the spirit of
+  Kulkarni et al. 2015; the exact crop used by the paper is not published), resized to size.
+- 3D Faces (Paysan et al. 2009, as rendered for Chen et al. 2018): ``basel_face_renders.pth``, the
+  torch-saved uint8 tensor that the beta-TCVAE code loads, either (50, 21, 11, 11, 64, 64) or flat
+  (127050, 64, 64), the grid being identity x azimuth x elevation x lighting in C order.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import re
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .base import Data
+from .files import DatasetNotFoundError, cached, data_root, fetch, source_key
+
+_CACHE_VERSION = 1  # bump when any preprocessing below changes, so old cache entries are not reused
+_NATIVE = 64
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_SHA256 = "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"
+
+MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"  # the CVDF mirror of the official files
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+CELEBA_CROP = 148 / 178  # side of the centred square crop, as a fraction of the image width
+CHAIRS_CROP = 0.75  # side of the centred square crop of a chair render (600 px -> 450 px)
+CHAIRS_URL = "https://www.di.ens.fr/willow/research/seeing3Dchairs/data/rendered_chairs.tar"
+FACES_FILE = "basel_face_renders.pth"
+FACES_GRID = (50, 21, 11, 11)
+FACES_FACTORS = ("identity", "azimuth", "elevation", "lighting")
+
+
+def cifar10(split: str = "train", root: str | os.PathLike | None = None, *, download: bool = False) -> Data:
+    """CIFAR-10 ``split`` ("train": 50,000, "test": 10,000) as uint8 (N, 3, 32, 32) with labels 0..9."""
+    _check_split(split, ("train", "test"))
+    root = data_root(root)
+    candidates = [root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz", root / "cifar10-jpeg.zip"]
+    src = next((p for p in candidates if p.exists()), None)
+    if src is None and download:
+        src = fetch(CIFAR10_URL, root / "cifar-10-python.tar.gz", CIFAR10_SHA256)
+    if src is None:
+        raise DatasetNotFoundError(
+            f"CIFAR-10 not found in {root}: put one of {[p.name for p in candidates]} there "
+            f"(the official archive is {CIFAR10_URL}), or call cifar10(download=True)."
+        )
+    reader = _cifar_jpeg if src.suffix == ".zip" else _cifar_pickles
+    arrays = cached(f"cifar10-{split}", source_key([src], split=split, v=_CACHE_VERSION), lambda: reader(src, split))
+    return Data(
+        name="cifar10",
+        x=torch.from_numpy(arrays["x"]),
+        levels=256,
+        labels=torch.from_numpy(arrays["labels"]),
+        class_names=CIFAR10_CLASSES,
+        meta={"split": split, "source": src.name},
+    )
+
+
+def celeba(root: str | os.PathLike | None = None, size: int = 64) -> Data:
+    """CelebA aligned faces, centre-cropped and resized to uint8 (N, 3, size, size); no labels."""
+    _check_size(size)
+    root = data_root(root)
+    candidates = [root / "img_align_celeba", root / "img_align_celeba.zip", root / "celeba-10k-jpeg.zip"]
+    src = next((p for p in candidates if p.exists()), None)
+    if src is None:
+        raise DatasetNotFoundError(
+            f"CelebA not found in {root}: put the aligned images there as one of {[p.name for p in candidates]} "
+            "(img_align_celeba.zip from the CelebA site, https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)."
+        )
+
+    def build() -> dict[str, np.ndarray]:
+        decoded = _decoded(
+            src,
+            lambda name: Path(name).name if name.lower().endswith(".jpg") else None,
+            lambda image: _crop_resize(image.convert("RGB"), CELEBA_CROP, size),
+        )
+        if not decoded:
+            raise DatasetNotFoundError(f"{src} holds no .jpg images.")
+        return {"x": np.stack([image for _, image in decoded]).transpose(0, 3, 1, 2)}
+
+    arrays = cached(f"celeba-{size}", source_key([src], size=size, v=_CACHE_VERSION), build)
+    return Data(
+        name="celeba",
+        x=torch.from_numpy(arrays["x"]),
+        levels=256,
+        meta={"source": src.name, "size": size, "crop": CELEBA_CROP},
+    )
+
+
+def mnist(split: str = "test", root: str | os.PathLike | None = None, *, download: bool = False) -> Data:
+    """MNIST ``split`` ("train": 60,000, "test": 10,000) as uint8 (N, 1, 28, 28) with labels 0..9."""
+    _check_split(split, ("train", "test"))
+    root = data_root(root)
+    prefix = "train" if split == "train" else "t10k"
+    names = [f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-labels-idx1-ubyte.gz"]
+    folder = next((d for d in (root / "mnist", root) if all((d / n).is_file() for n in names)), None)
+    if folder is None and download:
+        folder = root / "mnist"
+        for name in names:
+            fetch(MNIST_URL + name, folder / name, MNIST_SHA256[name])
+    if folder is None:
+        present = [str(d / n) for d in (root / "mnist", root) for n in names if (d / n).is_file()]
+        raise DatasetNotFoundError(
+            f"MNIST {split} split not found: need {names[0]} and {names[1]} in {root / 'mnist'} (or {root})"
+            + (f"; only {present} exist" if present else "")
+            + f". Get them from {MNIST_URL}, or call mnist(split={split!r}, download=True)."
+        )
+    images, labels = (folder / n for n in names)
+
+    def build() -> dict[str, np.ndarray]:
+        x, y = _read_idx(images), _read_idx(labels)
+        if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
+            raise ValueError(f"MNIST files in {folder} disagree: images {x.shape}, labels {y.shape}.")
+        return {"x": x[:, None], "labels": y.astype(np.int64)}
+
+    arrays = cached(f"mnist-{split}", source_key([images, labels], v=_CACHE_VERSION), build)
+    return Data(
+        name="mnist",
+        x=torch.from_numpy(arrays["x"]),
+        levels=256,
+        labels=torch.from_numpy(arrays["labels"]),
+        class_names=tuple(str(d) for d in range(10)),
+        meta={"split": split, "source": images.name},
+    )
+
+
+def chairs(root: str | os.PathLike | None = None, size: int = 64) -> Data:
+    """3D Chairs renders as greyscale uint8 (N, 1, size, size).
+
+    labels: chair model (class_names: the model folder names, sorted); factors: (model, elevation,
+    azimuth) class indices; factor_values: (model index, elevation in degrees, azimuth in degrees).
+    """
+    _check_size(size)
+    root = data_root(root)
+    candidates = [root / "rendered_chairs", root / "rendered_chairs.tar"]
+    src = next((p for p in candidates if p.exists()), None)
+    if src is None:
+        raise DatasetNotFoundError(
+            f"3D Chairs not found in {root}: put rendered_chairs/ (or rendered_chairs.tar, unextracted) there; "
+            f"get it from {CHAIRS_URL}."
+        )
+    pattern = re.compile(r"(?:^|/)rendered_chairs/([^/]+)/renders/(image_\d+_p(\d+)_t(\d+)_r\d+\.png)$")
+
+    def key_of(name: str) -> tuple[str, str, int, int] | None:
+        match = pattern.search(name)
+        return (match[1], match[2], int(match[3]), int(match[4])) if match else None
+
+    def build() -> dict[str, np.ndarray]:
+        decoded = _decoded(src, key_of, lambda image: _crop_resize(_on_white(image), CHAIRS_CROP, size))
+        if not decoded:
+            raise DatasetNotFoundError(
+                f"{src} holds no renders named rendered_chairs/<model>/renders/image_*_p*_t*_r*.png."
+            )
+        keys = [key for key, _ in decoded]
+        models, elevations, azimuths = (np.array(sorted({key[k] for key in keys})) for k in (0, 2, 3))
+        factors = np.array(
+            [
+                (np.searchsorted(models, m), np.searchsorted(elevations, p), np.searchsorted(azimuths, t))
+                for m, _, p, t in keys
+            ]
+        )
+        return {
+            "x": np.stack([image for _, image in decoded])[:, None],
+            "factors": factors.astype(np.int64),
+            "elevations": elevations.astype(np.float32),
+            "azimuths": azimuths.astype(np.float32),
+            "models": models,
+        }
+
+    arrays = cached(f"chairs-{size}", source_key([src], size=size, v=_CACHE_VERSION), build)
+    factors = torch.from_numpy(arrays["factors"])
+    values = torch.stack(
+        [
+            factors[:, 0].float(),
+            torch.from_numpy(arrays["elevations"])[factors[:, 1]],
+            torch.from_numpy(arrays["azimuths"])[factors[:, 2]],
+        ],
+        1,
+    )
+    return Data(
+        name="chairs",
+        x=torch.from_numpy(arrays["x"]),
+        levels=256,
+        labels=factors[:, 0].clone(),
+        factors=factors,
+        factor_values=values,
+        factor_names=("model", "elevation", "azimuth"),
+        class_names=tuple(arrays["models"].tolist()),
+        meta={"source": src.name, "size": size, "crop": CHAIRS_CROP},
+    )
+
+
+def faces3d(root: str | os.PathLike | None = None, size: int = 64) -> Data:
+    """3D Faces as greyscale uint8 (N, 1, size, size) with factors (identity, azimuth, elevation, lighting).
+
+    The tensor file is read directly (it is already decoded, so there is no cache); below 64x64,
+    images are reduced by block averaging.
+    """
+    _check_size(size)
+    path = data_root(root) / FACES_FILE
+    if not path.is_file():
+        raise DatasetNotFoundError(
+            f"3D Faces not found: put {FACES_FILE} (the uint8 tensor of Basel face renders used by the beta-TCVAE "
+            f"code of Chen et al. 2018, obtained from its authors) in {path.parent}."
+        )
+    images = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        got = f"{type(images).__name__} {getattr(images, 'dtype', '')}"
+        raise ValueError(f"{path} must hold a uint8 tensor, got {got}.")
+    if images.ndim == 6:
+        grid = tuple(images.shape[:4])
+    elif images.ndim == 3 and len(images) == np.prod(FACES_GRID):
+        grid = FACES_GRID
+    else:
+        raise ValueError(
+            f"{path} holds a tensor of shape {tuple(images.shape)}; expected {FACES_GRID + (64, 64)} "
+            f"or ({np.prod(FACES_GRID)}, 64, 64) (identity x azimuth x elevation x lighting)."
+        )
+    if tuple(images.shape[-2:]) != (_NATIVE, _NATIVE):
+        raise ValueError(f"{path}: images must be 64x64, got {tuple(images.shape[-2:])}.")
+    x = images.reshape(-1, 1, _NATIVE, _NATIVE)
+    if size != _NATIVE:
+        small = torch.empty(len(x), 1, size, size, dtype=torch.uint8)
+        for start in range(0, len(x), 8192):  # chunks keep the float copy small
+            mean = F.avg_pool2d(x[start : start + 8192].float(), _NATIVE // size)  # exact: block sizes are powers of 2
+            small[start : start + 8192] = torch.floor(mean + 0.5)  # rounded half up
+        x = small
+    factors = torch.cartesian_prod(*(torch.arange(n) for n in grid)).reshape(-1, 4)
+    return Data(
+        name="faces3d",
+        x=x,
+        levels=256,
+        labels=factors[:, 0].clone(),
+        factors=factors,
+        factor_names=FACES_FACTORS,
+        meta={"source": path.name, "size": size, "grid": grid},
+    )
+
+
+def _check_split(split: str, allowed: tuple[str, ...]) -> None:
+    if split not in allowed:
+        raise ValueError(f"split must be one of {allowed}, got {split!r}.")
+
+
+def _check_size(size: int) -> None:
+    if not isinstance(size, int) or size < 1 or _NATIVE % size:
+        raise ValueError(f"size must be a whole divisor of 64 (64 as in the paper, 32 for CPU runs), got {size!r}.")
+
+
+def _crop_resize(image: Image.Image, fraction: float, size: int) -> np.ndarray:
+    """Centred square crop of side ``fraction`` of the width, resized to size x size (antialiased bilinear)."""
+    w, h = image.size
+    side = round(w * fraction)
+    left, top = (w - side) // 2, (h - side) // 2
+    return np.asarray(image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR))
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """Greyscale, with any transparent background made white."""
+    rgba = image.convert("RGBA")
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("L")
+
+
+def _members(src: Path) -> Iterator[tuple[str, Callable[[], BinaryIO]]]:
+    """(posix name, opener) of every file in a directory, zip or tar, names starting with the source's
+    own name. An opener is valid only until the iteration moves on (a tar is read in one pass)."""
+    if src.is_dir():
+        for p in sorted(src.rglob("*")):
+            if p.is_file():
+                yield f"{src.name}/{p.relative_to(src).as_posix()}", lambda p=p: open(p, "rb")
+    elif zipfile.is_zipfile(src):
+        with zipfile.ZipFile(src) as z:
+            for info in z.infolist():
+                if not info.is_dir():
+                    yield info.filename, lambda info=info: io.BytesIO(z.read(info))
+    else:
+        with tarfile.open(src) as t:
+            for member in t:
+                if member.isfile():
+                    yield member.name, lambda member=member: io.BytesIO(t.extractfile(member).read())
+
+
+def _decoded(
+    src: Path, key_of: Callable[[str], Any], decode: Callable[[Image.Image], np.ndarray]
+) -> list[tuple[Any, np.ndarray]]:
+    """(key, decoded image) for each file of ``src`` that ``key_of`` gives a key (not None), sorted by key.
+
+    Files are decoded one at a time as the source is read, so only decoded arrays stay in memory.
+    """
+    out = []
+    for name, open_file in _members(src):
+        key = key_of(name)
+        if key is not None:
+            with open_file() as f:
+                out.append((key, decode(Image.open(f))))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def _cifar_jpeg(src: Path, split: str) -> dict[str, np.ndarray]:
+    def key_of(name: str) -> tuple[int, str] | None:
+        parts = name.split("/")
+        if len(parts) != 3 or parts[0] != split or not parts[2].endswith(".jpg"):
+            return None
+        if parts[1] not in CIFAR10_CLASSES:
+            raise ValueError(f"{src}: {name} is in an unknown class folder {parts[1]!r}; expected {CIFAR10_CLASSES}.")
+        return CIFAR10_CLASSES.index(parts[1]), parts[2]
+
+    decoded = _decoded(src, key_of, lambda image: np.asarray(image.convert("RGB")))
+    if not decoded:
+        raise DatasetNotFoundError(f"{src} holds no {split}/<class>/*.jpg images.")
+    x = np.stack([image for _, image in decoded]).transpose(0, 3, 1, 2)
+    return {"x": x, "labels": np.array([label for (label, _), _ in decoded], dtype=np.int64)}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Loads only what a CIFAR batch holds (dicts, lists, bytes and numpy arrays): a pickle cannot run code."""
+
+    _allowed = {
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._allowed:
+            raise pickle.UnpicklingError(f"CIFAR batch refers to {module}.{name}, which a CIFAR batch never holds.")
+        return super().find_class(module, name)
+
+
+def _cifar_pickles(src: Path, split: str) -> dict[str, np.ndarray]:
+    batches = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    raw: dict[str, bytes] = {}
+    if src.is_dir():
+        for b in batches:
+            if not (src / b).is_file():
+                raise DatasetNotFoundError(f"{src} lacks the CIFAR-10 batch file {b}.")
+            raw[b] = (src / b).read_bytes()
+    else:
+        with tarfile.open(src) as t:
+            for member in t:
+                name = Path(member.name).name
+                if member.isfile() and name in batches:
+                    raw[name] = t.extractfile(member).read()
+        missing = [b for b in batches if b not in raw]
+        if missing:
+            raise DatasetNotFoundError(f"{src} lacks the CIFAR-10 batch files {missing}.")
+    xs, ys = [], []
+    for b in batches:
+        d = _CifarUnpickler(io.BytesIO(raw[b]), encoding="bytes").load()
+        data, labels = np.asarray(d[b"data"], dtype=np.uint8), np.asarray(d[b"labels"], dtype=np.int64)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+            raise ValueError(f"{src}/{b}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}.")
+        xs.append(data.reshape(-1, 3, 32, 32))  # rows hold the red, green, blue planes in turn
+        ys.append(labels)
+    return {"x": np.concatenate(xs), "labels": np.concatenate(ys)}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """An unsigned-byte IDX array (the MNIST format) from a gzip file."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number {raw[:4].hex()}).")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * k : 8 + 4 * k], "big") for k in range(ndim))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != np.prod(shape):
+        raise ValueError(f"{path}: header says {shape} ({np.prod(shape)} bytes) but holds {len(body)} bytes.")
+    return np.frombuffer(body, dtype=np.uint8).reshape(shape).copy()
