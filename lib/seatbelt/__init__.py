@@ -7,7 +7,11 @@ Modules, one concept each:
     nets      encoders and decoders (Chen et al. conv nets, MLPs)
     models    VAE / beta-VAE / beta-TCVAE and Seatbelt-VAE with one interface
     training  the training loop and the cache of trained models
+    cache     checkpoints and the cache of trained models
     attacks   latent (KL, W2) and output attacks, solvers, the paper's protocol
+    plots     figures shared by chapters (the attack panel)
+    claims    the paper's claims C1-C13, their effect sizes, intervals and verdicts
+    book      the runner: validated papermill parameters, profiles, rendering, sweeps
 """
 
 __version__ = "0.1.0"

@@ -1,0 +1,164 @@
+"""Command line of the book machine; see :mod:`seatbelt.book`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from . import browser, clean, render, runner, sweep, toc
+from . import params as P
+
+log = partial(print, flush=True)
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    start = time.perf_counter()
+    outcomes = runner.run(root, args.profile, force=args.force, only=tuple(args.only), log=log)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        log(f"{len(failed)} chapter(s) failed; the book was not rendered:")
+        for o in failed:
+            log(f"  {o.entry}: {o.error}")
+        return 1
+    log(f"chapters done in {time.perf_counter() - start:.1f} s; rendering ...")
+    html = render.render(root, args.profile)
+    log(f"rendered {html / 'index.html'}")
+    return cmd_check(args) if args.check else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    overrides = {key: yaml.safe_load(value) for key, value in args.p}
+    out = args.out or Path("_build") / "run" / args.notebook.stem
+    log(f"running {args.notebook} at {args.profile} with {overrides or 'no overrides'} ...")
+    start = time.perf_counter()
+    try:
+        output = runner.run_notebook(args.notebook, overrides, out, args.profile)
+    except Exception as e:  # papermill's error names the cell; the partial notebook stays for reading
+        log(f"FAILED after {time.perf_counter() - start:.1f} s: {runner.describe_failure(e, out / args.notebook.name)}")
+        return 1
+    log(f"ran in {time.perf_counter() - start:.1f} s: {output}, results in {out / 'results'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    html = render.html_dir(root, args.profile)
+    problems = browser.check_book(root, runner.site_dir(root, args.profile), html)
+    for p in problems:
+        log(f"  {p}")
+    log(f"chromium check of {html}: {'FAILED' if problems else 'every page loads, shows its figures and no error'}")
+    return 1 if problems else 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    for profile in P.PROFILES if args.profile == "all" else (args.profile,):
+        jobs = runner.plan(root, profile)
+        log(f"{profile}: parameters of {len(jobs)} notebook(s) fit their declarations")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    for d in P.declared_parameters(args.notebook).values():
+        runner_note = "  [set by the runner]" if d.name in P.RUNNER_KEYS else ""
+        log(f"{d.name} = {d.default!r}  # {d.help}{runner_note}")
+    return 0
+
+
+def cmd_toc(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    problems = toc.problems(root)
+    if problems:
+        raise P.ParameterError("\n".join(problems))
+    for _, path in toc.notebooks(root):
+        print(path.relative_to(Path.cwd().resolve()) if path.is_relative_to(Path.cwd().resolve()) else path)
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    for path in args.notebooks:
+        if args.references:
+            log(f"{path}: stored {clean.store_references(path)} reference output(s)")
+        else:
+            nbformat.write(clean.clear(nbformat.read(path, as_version=4)), path)
+            log(f"{path}: cleared")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    grid = sweep.merge_grids(args.grid, args.grid_file)
+    table = sweep.sweep(args.notebook, grid, args.out, profile=args.profile, dask=args.dask, log=log)
+    failed = int((table["status"] != "ok").sum())
+    log(f"{len(table) - failed}/{len(table)} points ran; tables in {Path(args.out) / 'tables'}, points in {Path(args.out) / 'points.csv'}")
+    return 1 if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m seatbelt.book", description=__doc__)
+    top.add_argument("--root", default=".", help="the repository (found upward from here)")
+    sub = top.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="execute changed chapters, then render the HTML")
+    b.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    b.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
+    b.add_argument("--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)")
+    b.add_argument("--check", action="store_true", help="then check the pages in headless Chromium")
+    b.set_defaults(func=cmd_build)
+
+    r = sub.add_parser("run", help="run one notebook with your own parameters")
+    r.add_argument("notebook", type=Path)
+    r.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="a parameter (VALUE read as YAML: 8 is an int, 8.0 a float); repeat")
+    r.add_argument("--profile", choices=P.PROFILES, default="smoke", help="base parameters under -p")
+    r.add_argument("--out", type=Path, help="where the executed notebook and results go (default _build/run/<name>)")
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="check the rendered pages in headless Chromium")
+    c.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    c.set_defaults(func=cmd_check)
+
+    v = sub.add_parser("validate", help="validate every chapter's parameters without executing")
+    v.add_argument("--profile", choices=(*P.PROFILES, "all"), default="all")
+    v.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("params", help="list the parameters a notebook declares")
+    p.add_argument("notebook", type=Path)
+    p.set_defaults(func=cmd_params)
+
+    t = sub.add_parser("toc", help="print the toc's notebooks in order")
+    t.set_defaults(func=cmd_toc)
+
+    k = sub.add_parser("clean", help="clear notebooks' outputs except nbval's references")
+    k.add_argument("notebooks", type=Path, nargs="+")
+    k.add_argument("--references", action="store_true", help="execute at smoke defaults and store new references")
+    k.set_defaults(func=cmd_clean)
+
+    s = sub.add_parser("sweep", help="run one notebook over a grid of parameters")
+    s.add_argument("notebook", type=Path)
+    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="repeat for each key")
+    s.add_argument("--grid-file", action="append", default=[], metavar="YAML", help="a mapping key -> list of values")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--profile", choices=P.PROFILES, default="smoke", help="base parameters under the grid")
+    s.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
+    s.set_defaults(func=cmd_sweep)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (P.ParameterError, FileNotFoundError, render.RenderError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

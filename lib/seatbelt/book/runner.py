@@ -1,0 +1,201 @@
+"""Execute the book's chapters with papermill, skipping those whose inputs have not changed.
+
+Layout of one profile's build, ``_build/<profile>/``:
+
+    site/      what Jupyter Book renders: _config.yml, _toc.yml and the executed notebooks
+               at the same relative paths as their sources (book/intro.ipynb, ...)
+    results/   the chapters' shared ``results_dir``: tidy CSVs and claims/<id>.json
+    stamps/    one JSON per chapter: the key of the inputs it last ran with, and its time
+    html/      the rendered book (see :mod:`seatbelt.book.render`; open html/index.html)
+
+A chapter's key hashes its source notebook, its final parameters, the profile and the
+library's sources (every ``*.py`` under ``seatbelt/``). An unchanged key with its executed
+notebook present means the chapter is not re-executed; the scorecard's key also covers the
+claim checks it reads. Trained models come from the model cache of
+:func:`seatbelt.training.fit`, so an interrupted build resumes cheaply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import papermill
+
+from . import params as P
+from . import toc
+
+SCORECARD = "book/scorecard"
+Log = Callable[[str], None]
+
+
+def build_dir(root: Path, profile: str) -> Path:
+    return root / "_build" / profile
+
+
+def site_dir(root: Path, profile: str) -> Path:
+    return build_dir(root, profile) / "site"
+
+
+def results_dir(root: Path, profile: str) -> Path:
+    return build_dir(root, profile) / "results"
+
+
+def _digest_files(files: list[Path], base: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(base)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def library_digest() -> str:
+    """A hash of the seatbelt package's Python sources: a library change re-runs every chapter."""
+    package = Path(__file__).resolve().parents[1]
+    return _digest_files(list(package.rglob("*.py")), package)
+
+
+def claims_digest(results: Path) -> str:
+    return _digest_files(list((results / "claims").glob("*.json")), results)
+
+
+def chapter_key(source: Path, params: dict[str, Any], profile: str, library: str, extra: str = "") -> str:
+    payload = json.dumps({"params": params, "profile": profile, "library": library, "extra": extra}, sort_keys=True)
+    return hashlib.sha256(source.read_bytes() + payload.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    entry: str
+    source: Path
+    output: Path
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    entry: str
+    status: Literal["ran", "unchanged", "failed"]
+    seconds: float
+    error: str = ""
+
+
+def plan(root: Path, profile: str) -> list[Job]:
+    """Every notebook of the toc with its final parameters; all validated before any runs.
+
+    Raises :class:`~seatbelt.book.params.ParameterError` listing every problem of every chapter.
+    """
+    problems = toc.problems(root)
+    if problems:
+        raise P.ParameterError("the toc and book/ disagree:\n" + "\n".join(problems))
+    jobs, errors = [], []
+    for entry, source in toc.notebooks(root):
+        try:
+            declared = P.declared_parameters(source)
+            params = P.profile_params(root, profile, entry, declared)
+        except P.ParameterError as e:
+            errors.append(str(e))
+            continue
+        params["results_dir"] = str(results_dir(root, profile))
+        if "profile" in declared:
+            params["profile"] = profile
+        jobs.append(Job(entry, source, site_dir(root, profile) / source.relative_to(root), params))
+    if errors:
+        raise P.ParameterError("\n".join(errors))
+    # The scorecard reads what every other chapter wrote: it runs last wherever the toc puts it.
+    return sorted(jobs, key=lambda j: j.entry == SCORECARD)
+
+
+def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
+    """Run one notebook with papermill, from its own folder (as nbval and Jupyter do)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(source), str(output), parameters=parameters, cwd=str(source.parent),
+        progress_bar=False, log_output=False,
+    )
+
+
+def run_notebook(notebook: Path, overrides: dict[str, Any], out: Path, profile: str = "smoke") -> Path:
+    """Execute one notebook at ``profile`` with ``overrides`` on top; return the executed notebook.
+
+    Its results go to ``out/results``; nothing of the book's build tree is touched.
+    """
+    declared = P.declared_parameters(notebook)
+    P.validate(overrides, declared, "the command line")
+    overrides = P.normalise(overrides, declared)
+    params = {**P.notebook_profile_params(notebook, profile, declared), **overrides, "results_dir": str(out / "results")}
+    if "profile" in declared:
+        params["profile"] = profile
+    output = out / notebook.name
+    execute(notebook, output, params)
+    return output
+
+
+def describe_failure(e: Exception, output: Path) -> str:
+    if isinstance(e, papermill.PapermillExecutionError):
+        return f"{e.ename}: {e.evalue} (cell In [{e.exec_count}]); the executed notebook is {output}"
+    return f"{type(e).__name__}: {e}"
+
+
+def run(root: Path, profile: str, *, force: bool = False, only: tuple[str, ...] = (), log: Log = print) -> list[Outcome]:
+    """Execute the chapters of ``profile`` in toc order (the scorecard last).
+
+    ``only`` restricts execution to the named entries (``book/intro`` or ``intro``); the others
+    keep their last executed notebooks. A failed chapter does not stop the others.
+    """
+    jobs = plan(root, profile)
+    known = {j.entry for j in jobs} | {P.chapter_name(j.entry) for j in jobs}
+    unknown = [o for o in only if o not in known]
+    if unknown:
+        raise P.ParameterError(f"--only {unknown}: not chapters of the toc ({', '.join(j.entry for j in jobs)}).")
+    stamps = build_dir(root, profile) / "stamps"
+    stamps.mkdir(parents=True, exist_ok=True)
+    results_dir(root, profile).mkdir(parents=True, exist_ok=True)
+    library = library_digest()
+    outcomes = []
+    for i, job in enumerate(jobs, 1):
+        head = f"[{i}/{len(jobs)}] {job.entry}"
+        if only and job.entry not in only and P.chapter_name(job.entry) not in only:
+            log(f"{head}: not selected")
+            continue
+        extra = claims_digest(results_dir(root, profile)) if job.entry == SCORECARD else ""
+        key = chapter_key(job.source, job.params, profile, library, extra)
+        stamp = stamps / f"{job.entry.replace('/', '__')}.json"
+        last = json.loads(stamp.read_text()) if stamp.exists() else {}
+        if not force and last.get("key") == key and job.output.exists():
+            log(f"{head}: unchanged, kept (ran in {last['seconds']:.1f} s)")
+            outcomes.append(Outcome(job.entry, "unchanged", 0.0))
+            continue
+        log(f"{head}: running ...")
+        stamp.unlink(missing_ok=True)
+        start = time.perf_counter()
+        try:
+            execute(job.source, job.output, job.params)
+        except Exception as e:  # a failed chapter is reported, and the others still run
+            seconds = time.perf_counter() - start
+            outcomes.append(Outcome(job.entry, "failed", seconds, describe_failure(e, job.output)))
+            log(f"{head}: FAILED after {seconds:.1f} s: {outcomes[-1].error}")
+            continue
+        seconds = time.perf_counter() - start
+        stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        outcomes.append(Outcome(job.entry, "ran", seconds))
+        log(f"{head}: ran in {seconds:.1f} s")
+    return outcomes
+
+
+def stage_site(root: Path, profile: str) -> Path:
+    """Copy the book's config, toc and non-notebook pages beside the executed notebooks."""
+    site = site_dir(root, profile)
+    site.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", toc.TOC):
+        shutil.copy2(root / name, site / name)
+    for entry in toc.entries(root):
+        page = toc.page(root, entry)
+        if page is not None and page.suffix != ".ipynb":
+            (site / page.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(page, site / page.relative_to(root))
+    return site
