@@ -1,0 +1,376 @@
+"""A batched, box-constrained L-BFGS for many independent attack problems at once, in torch.
+
+Every problem of a battery (pairs x lambdas) is its own minimisation, but they share the model,
+so one forward and backward pass over the stack gives every problem's objective and gradient
+(:class:`~.objectives.AttackObjective`). The solver keeps, per problem, what scipy's L-BFGS-B
+keeps (the iterate, the last ``history`` correction pairs, a step length) and advances all
+problems in lock-step rounds of one evaluation each:
+
+* direction: a two-metric projection (Bertsekas 1982) with an L-BFGS metric, as in projected
+  quasi-Newton methods for bound constraints (Kim, Sra and Dhillon 2010; Schmidt's minConf_TMP).
+  A variable is held when it sits on a bound with the gradient pushing outward; the direction
+  of the free variables is the two-loop recursion (Nocedal and Wright 2006, Alg 7.4,
+  H0 = s'y / y'y) with the correction pairs restricted to the free variables, held ones get
+  none. Restricting the pairs, not just the result, is what makes this work at small lambda:
+  there the Hessian is nearly singular, and the free block of the full inverse Hessian points
+  into directions the box forbids (on 16-pixel toys it needed 10x more iterations than scipy).
+  A direction that is not a descent direction resets the memory and falls back to steepest
+  descent, scaled to unit length like L-BFGS-B's first step.
+* line search: projected backtracking, x(t) = P(x + t p), accepted on the Armijo condition
+  f(x(t)) <= f(x) + c1 min(0, g'(x(t) - x)), with safeguarded quadratic interpolation. Steps
+  start at t = 1. Each problem is at its own stage: in one round some problems try a new
+  direction while others backtrack. Curvature pairs with s'y <= eps y'y are skipped. Iterates
+  only ever decrease the objective, so the current iterate is each problem's best so far.
+* stopping, per problem, with scipy's tests: projected gradient inf-norm <= pgtol, relative
+  reduction <= factr * eps (in float32 this means "the step did not change f"), iteration and
+  evaluation limits. A step that does not change f, or a line search that fails
+  (``max_line_search`` backtracks), first resets the memory and retries once. Optionally
+  (``stall_window`` > 0) a problem also stops when its objective fell by less than
+  stall_rtol |f| + stall_atol |f_start| over the last ``stall_window`` iterations: the float32
+  objective is resolved to about 1e-7 of its start, and both solvers spend most of their
+  iterations creeping towards that floor at small lambda (see bench/attacks.py).
+  Finished problems leave the stack; waiting problems take their place (``memory_mb`` bounds
+  how many run at once: the history costs 2 * history * n numbers per problem).
+* lambda path (``share_lambda_path``): problems that differ only in lambda share a source and
+  a target, so a distortion found for one is a feasible start for all. Their divergences and
+  norms give f_j(d_k) = r(d_k) + lambda_j ||d_k||^2 for every pair (j, k) without another model
+  evaluation; each problem adopts the best of its path's distortions, continues L-BFGS from it
+  for at most ``polish_iter`` iterations, and keeps the lower envelope at the end. This is the
+  warm start along the lambda path; it needs no ordering of the lambdas, so all of them still
+  run in one batch. (The paper-faithful reference solves every problem on its own.)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .objectives import AttackObjective
+from .solvers import SolveResult
+
+RUNNING, PGTOL, FTOL, STALLED, MAX_ITER, MAX_EVALS, LINE_SEARCH, NON_FINITE = range(8)
+MESSAGES = {
+    PGTOL: "converged: projected gradient <= pgtol",
+    FTOL: "converged: relative reduction <= factr * eps",
+    STALLED: "converged: stalled over the stall window",
+    MAX_ITER: "stopped: iteration limit",
+    MAX_EVALS: "stopped: evaluation limit",
+    LINE_SEARCH: "stopped: line search failed twice",
+    NON_FINITE: "stopped: non-finite objective at the start",
+}
+
+
+@dataclass(frozen=True)
+class BatchedLBFGSB:
+    """Batched projected L-BFGS (module docstring); tolerances as the scipy reference's.
+
+    ``history`` is 10, not the reference's 25: on the dSprites battery the results were as strong
+    and the two-loop recursion, which runs over the whole stack each round, 2.5x cheaper.
+    :meth:`fast` adds a stall rule that stops well before the float32 floor.
+    """
+
+    history: int = 10
+    max_iter: int = 15000
+    max_evals: int = 15000
+    pgtol: float = 1e-5
+    factr: float = 10.0
+    armijo: float = 1e-4
+    max_line_search: int = 20
+    stall_window: int = 0
+    stall_rtol: float = 0.0
+    stall_atol: float = 0.0
+    share_lambda_path: bool = True
+    polish_iter: int = 50
+    memory_mb: float = 2048.0
+
+    @property
+    def name(self) -> str:
+        return "batched-fast" if self.stall_window > 0 else "batched"
+
+    @classmethod
+    def fast(cls, **changes) -> "BatchedLBFGSB":
+        """Stop when 20 iterations gained less than 1e-4 |f| + 1e-6 |f_start|.
+
+        On the dSprites battery (bench/attacks.py) about 4x faster than running to the float32
+        floor and as strong by the tolerant criterion (Delta <= 1.01 Delta_ref + 1e-3 KL0), but
+        at small lambda, where the attained Delta is 1e-6 of the unattacked divergence or less,
+        it stops at a larger Delta than the reference (at lambda = 0 a median 6x larger): do not
+        use it where tiny Deltas matter, such as log-scale plots averaged over lambda.
+        """
+        return cls(**{"stall_window": 20, "stall_rtol": 1e-4, "stall_atol": 1e-6, **changes})
+
+    def solve(self, objective: AttackObjective, d0: Tensor) -> SolveResult:
+        n_problems, shape = len(objective), d0.shape[1:]
+        run = _Run(self, objective, d0.flatten(1))
+        run.minimise(torch.arange(n_problems, device=d0.device), self.max_iter)
+        if self.share_lambda_path and objective.groups is not None:
+            adopted = run.adopt_best_of_path()
+            if len(adopted) and self.polish_iter > 0:
+                run.minimise(adopted, self.polish_iter)
+                run.adopt_best_of_path()
+        status = [MESSAGES[int(code)] for code in run.status.cpu()]
+        return SolveResult(
+            run.d.view(n_problems, *shape), run.iterations.cpu().numpy(), run.evaluations.cpu().numpy(),
+            run.seconds.cpu().numpy(), status,
+        )
+
+
+class _Run:
+    """Per-problem results, and the slots where problems are being minimised."""
+
+    def __init__(self, config: BatchedLBFGSB, objective: AttackObjective, start: Tensor):
+        self.cfg, self.objective = config, objective
+        n_problems, n = start.shape
+        device, dtype = start.device, start.dtype
+        self.lower, self.upper = objective.lower.flatten(1), objective.upper.flatten(1)
+        self.d = torch.clamp(start, self.lower, self.upper)
+        self.f = torch.full((n_problems,), float("inf"), dtype=dtype, device=device)
+        self.divergence = torch.full_like(self.f, float("inf"))
+        self.iterations = torch.zeros(n_problems, dtype=torch.long, device=device)
+        self.evaluations = torch.zeros_like(self.iterations)
+        self.status = torch.full_like(self.iterations, RUNNING)
+        self.seconds = torch.zeros(n_problems, dtype=torch.float64, device=device)
+        per_problem = (2 * config.history + 8) * n * start.element_size()
+        n_slots = int(max(1, min(n_problems, config.memory_mb * 2**20 // per_problem)))
+        self.slots = _Slots(n_slots, n, config.history, dtype, device)
+        self.eps = torch.finfo(dtype).eps
+        self.ftol = config.factr * np.finfo(float).eps
+
+    def minimise(self, problems: Tensor, max_iter: int) -> None:
+        """Run L-BFGS on ``problems`` from their current ``d`` until each one stops."""
+        self.max_iter = max_iter
+        pending = deque(problems.tolist())
+        st = self.slots
+        while True:
+            free = torch.nonzero(st.problem < 0).flatten().tolist()
+            while free and pending:
+                st.load(free.pop(), pending.popleft(), self)
+            active = torch.nonzero(st.problem >= 0).flatten()
+            if len(active) == 0:
+                return
+            problems_now = st.problem[active]
+            began = time.perf_counter()
+            self._round(active)
+            self.seconds[problems_now] += (time.perf_counter() - began) / len(active)
+
+    def _round(self, a: Tensor) -> None:
+        cfg, st = self.cfg, self.slots
+        fresh = st.fresh[a]
+        d = st.d[a]
+        trial = torch.where(fresh[:, None], d, torch.clamp(d + st.step[a, None] * st.direction[a], st.lower[a], st.upper[a]))
+        f_trial, div_trial, g_trial = self.objective.value_and_grad(
+            trial.view(len(a), *self.objective.sources.shape[1:]), st.problem[a]
+        )
+        g_trial = g_trial.flatten(1)
+        st.evaluations[a] += 1
+        finite = torch.isfinite(f_trial) & torch.isfinite(g_trial).all(-1)
+        change = trial - d
+        decrease = (st.g[a] * change).sum(-1)
+        # Armijo on the projected path; never accept an increase, even if the path bends uphill
+        accepted = finite & (fresh | (f_trial <= st.f[a] + cfg.armijo * decrease.clamp_max(0.0)))
+
+        start_failed = fresh & ~finite
+        if start_failed.any():
+            self._finish(a[start_failed], NON_FINITE)
+
+        acc = a[accepted]
+        if len(acc):
+            self._accept(acc, trial[accepted], f_trial[accepted], div_trial[accepted], g_trial[accepted],
+                         change[accepted], fresh[accepted])
+        rejected = ~accepted & ~fresh
+        if rejected.any():
+            self._backtrack(a[rejected], f_trial[rejected], decrease[rejected], finite[rejected])
+
+    def _accept(self, a, trial, f_new, div_new, g_new, s, fresh) -> None:
+        cfg, st = self.cfg, self.slots
+        f_old = st.f[a]
+        y = g_new - st.g[a]
+        sy, yy = (s * y).sum(-1), (y * y).sum(-1)
+        store = ~fresh & (sy > self.eps * yy)
+        if store.any():
+            st.remember(a[store], s[store], y[store])
+        st.iterations[a] += (~fresh).long()
+        st.d[a], st.f[a], st.divergence[a], st.g[a] = trial, f_new, div_new, g_new
+        st.fresh[a] = False
+        st.f_start[a] = torch.where(fresh, f_new, st.f_start[a])
+        st.f_checkpoint[a] = torch.where(fresh, f_new, st.f_checkpoint[a])
+
+        projected = torch.clamp(trial - g_new, st.lower[a], st.upper[a]) - trial
+        code = torch.full_like(a, RUNNING)
+        code[st.evaluations[a] >= cfg.max_evals] = MAX_EVALS
+        code[st.iterations[a] >= self.max_iter] = MAX_ITER
+        if cfg.stall_window > 0:
+            checkpoint = ~fresh & (st.iterations[a] % cfg.stall_window == 0)
+            progress = st.f_checkpoint[a] - f_new
+            stalled = checkpoint & (progress <= cfg.stall_rtol * f_new.abs() + cfg.stall_atol * st.f_start[a].abs())
+            code[stalled] = STALLED
+            st.f_checkpoint[a] = torch.where(checkpoint, f_new, st.f_checkpoint[a])
+        # a step that leaves f unchanged in the model's precision: reset the memory and retry once
+        no_change = ~fresh & (f_old - f_new <= self.ftol * torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)))
+        retry = no_change & ~st.retried[a]
+        code[no_change & ~retry] = FTOL
+        code[projected.abs().amax(-1) <= cfg.pgtol] = PGTOL
+        done = code != RUNNING
+        for value in code[done].unique().tolist():
+            self._finish(a[code == value], value)
+        retry &= ~done
+        if retry.any():
+            st.retried[a[retry]] = True
+            st.forget(a[retry])
+        if (~done).any():
+            self._new_direction(a[~done])
+
+    def _backtrack(self, a, f_trial, decrease, finite) -> None:
+        cfg, st = self.cfg, self.slots
+        st.backtracks[a] += 1
+        failed = st.backtracks[a] > cfg.max_line_search
+        out_of_evals = st.evaluations[a] >= cfg.max_evals
+        if out_of_evals.any():
+            self._finish(a[out_of_evals], MAX_EVALS)
+        failed &= ~out_of_evals
+        give_up = failed & (st.count[a] == 0)
+        if give_up.any():
+            self._finish(a[give_up], LINE_SEARCH)
+        retry = failed & ~give_up
+        if retry.any():
+            st.forget(a[retry])
+            self._new_direction(a[retry])
+        shrink = ~failed & ~out_of_evals
+        if shrink.any():
+            a, f_trial, decrease, finite = a[shrink], f_trial[shrink], decrease[shrink], finite[shrink]
+            t = st.step[a]
+            # minimiser of the quadratic through f(0), f'(0) and f(t), kept within [0.1 t, 0.5 t]
+            curvature = f_trial - st.f[a] - decrease
+            t_quad = -decrease * t / (2 * curvature.clamp_min(torch.finfo(t.dtype).tiny))
+            t_new = torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t)
+            st.step[a] = torch.where(finite, t_new, 0.1 * t)
+
+    def _new_direction(self, a: Tensor) -> None:
+        st = self.slots
+        g, d = st.g[a], st.d[a]
+        held = ((d <= st.lower[a]) & (g > 0)) | ((d >= st.upper[a]) & (g < 0))
+        g_free = g.masked_fill(held, 0.0)
+        p = -st.two_loop(a, g, ~held)
+        not_descent = ~((g * p).sum(-1) < 0)
+        if not_descent.any():
+            st.forget(a[not_descent])
+            steepest = g_free[not_descent]
+            p[not_descent] = -steepest / steepest.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+        st.direction[a] = p
+        st.step[a] = 1.0
+        st.backtracks[a] = 0
+
+    def _finish(self, a: Tensor, code: int) -> None:
+        st = self.slots
+        problems = st.problem[a]
+        self.d[problems], self.f[problems], self.divergence[problems] = st.d[a], st.f[a], st.divergence[a]
+        self.iterations[problems] += st.iterations[a]
+        self.evaluations[problems] += st.evaluations[a]
+        self.status[problems] = code
+        st.problem[a] = -1
+
+    def adopt_best_of_path(self) -> Tensor:
+        """Give each problem the best distortion of its lambda path; return the problems that changed."""
+        groups = self.objective.groups
+        lambdas = self.objective.lambdas.double()
+        norms = self.d.double().pow(2).sum(-1)
+        divergence = self.divergence.double()
+        changed = []
+        d = self.d.clone()
+        for group in torch.unique(groups):
+            members = torch.nonzero(groups == group).flatten()
+            values = divergence[members][None, :] + lambdas[members][:, None] * norms[members][None, :]
+            best = values.argmin(1)
+            own = values.diagonal()
+            better = (best != torch.arange(len(members), device=best.device)) & (values.min(1).values < own)
+            for j in torch.nonzero(better).flatten().tolist():
+                k = int(best[j])
+                d[members[j]] = self.d[members[k]]
+                self.divergence[members[j]] = divergence[members[k]].to(self.divergence.dtype)
+                self.f[members[j]] = values[j, k].to(self.f.dtype)
+                changed.append(int(members[j]))
+        self.d = d
+        return torch.tensor(changed, dtype=torch.long, device=self.d.device)
+
+
+class _Slots:
+    """The optimiser state of the problems being minimised, one row per slot."""
+
+    def __init__(self, n_slots: int, n: int, history: int, dtype: torch.dtype, device: torch.device):
+        def zeros(*shape, dtype=dtype):
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        self.history = history
+        self.problem = torch.full((n_slots,), -1, dtype=torch.long, device=device)
+        self.d, self.g, self.direction = zeros(n_slots, n), zeros(n_slots, n), zeros(n_slots, n)
+        self.lower, self.upper = zeros(n_slots, n), zeros(n_slots, n)
+        self.f, self.divergence, self.step = zeros(n_slots), zeros(n_slots), zeros(n_slots)
+        self.f_start, self.f_checkpoint = zeros(n_slots), zeros(n_slots)
+        self.retried = zeros(n_slots, dtype=torch.bool)
+        self.s, self.y = zeros(n_slots, history, n), zeros(n_slots, history, n)
+        self.count = zeros(n_slots, dtype=torch.long)
+        self.head = zeros(n_slots, dtype=torch.long)
+        self.backtracks, self.iterations, self.evaluations = (zeros(n_slots, dtype=torch.long) for _ in range(3))
+        self.fresh = zeros(n_slots, dtype=torch.bool)
+
+    def load(self, slot: int, problem: int, run: _Run) -> None:
+        self.problem[slot] = problem
+        self.d[slot], self.lower[slot], self.upper[slot] = run.d[problem], run.lower[problem], run.upper[problem]
+        self.fresh[slot] = True
+        self.retried[slot] = False
+        self.forget(torch.tensor([slot], device=self.d.device))
+        self.backtracks[slot] = self.iterations[slot] = self.evaluations[slot] = 0
+
+    def forget(self, a: Tensor) -> None:
+        self.count[a] = 0
+        self.head[a] = 0
+
+    def remember(self, a: Tensor, s: Tensor, y: Tensor) -> None:
+        head = self.head[a]
+        self.s[a, head], self.y[a, head] = s, y
+        self.head[a] = (head + 1) % self.history
+        self.count[a] = torch.clamp(self.count[a] + 1, max=self.history)
+
+    def two_loop(self, a: Tensor, g: Tensor, free: Tensor) -> Tensor:
+        """H_F g for the slots in ``a``: the L-BFGS inverse Hessian of the free variables.
+
+        The correction pairs are restricted to the free variables. A held variable sat on its
+        bound during the steps that made the pairs, so s is zero there and (s_F, y_F) is a secant
+        pair of the free block of the Hessian; the recursion then approximates the inverse of
+        that block, which is what a step in the free subspace needs (the free block of the full
+        inverse would be dominated by directions the box forbids). Pairs without positive
+        curvature on the free variables are skipped. Empty memory: g / ||g||.
+        """
+        depth = int(self.count[a].max()) if len(a) else 0
+        tiny, eps = torch.finfo(g.dtype).tiny, torch.finfo(g.dtype).eps
+        mask = free.to(g.dtype)
+        q = g * mask
+        if depth == 0:
+            return q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)
+        recent = torch.arange(depth, device=g.device)
+        order = (self.head[a, None] - 1 - recent) % self.history  # newest pair first
+        s, y = self.s[a[:, None], order] * mask[:, None], self.y[a[:, None], order] * mask[:, None]
+        sy, yy = (s * y).sum(-1), (y * y).sum(-1)
+        valid = (recent < self.count[a, None]) & (sy > eps * yy)
+        rho = torch.where(valid, 1.0 / sy.clamp_min(tiny), torch.zeros_like(sy))
+        newest = valid.to(torch.uint8).argmax(-1, keepdim=True)  # the first valid pair
+        gamma = torch.where(
+            valid.any(-1),
+            (sy.gather(-1, newest) / yy.gather(-1, newest).clamp_min(tiny)).squeeze(-1),
+            1.0 / q.norm(dim=-1).clamp_min(tiny),
+        )
+        alphas = []
+        for j in range(depth):
+            alpha = rho[:, j] * (s[:, j] * q).sum(-1)
+            q.addcmul_(alpha[:, None], y[:, j], value=-1.0)
+            alphas.append(alpha)
+        r = gamma[:, None] * q
+        for j in reversed(range(depth)):
+            beta = rho[:, j] * (y[:, j] * r).sum(-1)
+            r.addcmul_((alphas[j] - beta)[:, None], s[:, j])
+        return r

@@ -1,0 +1,70 @@
+"""Figures shared by the chapters.
+
+``attack_panel`` draws the paper's attack panel (Figs 1 and 4): the original, the adversarial
+input, the distortion, the target, and the reconstructions of original, adversarial input and
+target. Images are in [-1, 1] as the models see them and are shown mapped to [0, 1]; the
+distortion is rescaled to fill [0, 1] as in the paper ("scaled to [0, 1] for ease of viewing").
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import Tensor
+
+from .attacks.results import AttackResults
+
+PANEL_ORDER = ("original", "adversarial", "distortion", "target", "original_recon", "adversarial_recon", "target_recon")
+PANEL_TITLES = {
+    "original": "original",
+    "adversarial": "adversarial input",
+    "distortion": "distortion",
+    "target": "target",
+    "original_recon": "recon. of original",
+    "adversarial_recon": "recon. of adversarial",
+    "target_recon": "recon. of target",
+}
+
+
+def to_display(image: Tensor, rescale: bool = False) -> np.ndarray:
+    """A (C, H, W) image as an array imshow accepts: (H, W) for one channel, (H, W, 3) for RGB.
+
+    Values in [-1, 1] map to [0, 1]; with ``rescale`` the image's own range is stretched to [0, 1]
+    (a constant image shows as mid-grey).
+    """
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected a (C, H, W) image with 1 or 3 channels, got shape {tuple(image.shape)}.")
+    array = image.detach().cpu().double().numpy()
+    if rescale:
+        low, high = array.min(), array.max()
+        array = (array - low) / (high - low) if high > low else np.full_like(array, 0.5)
+    else:
+        array = (array + 1) / 2
+    array = np.clip(array, 0.0, 1.0)
+    return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
+
+
+def attack_panel(results: AttackResults, row: int, axes=None, titles: bool = True):
+    """The seven images of attack ``row`` of ``results`` in one strip; returns the figure.
+
+    ``axes``: seven matplotlib axes to draw into (for grids of panels), else a new figure.
+    """
+    images = results.panel(row)
+    if axes is None:
+        fig, axes = plt.subplots(1, len(PANEL_ORDER), figsize=(1.6 * len(PANEL_ORDER), 1.9))
+    else:
+        axes = np.asarray(axes).ravel()
+        if len(axes) != len(PANEL_ORDER):
+            raise ValueError(f"attack_panel draws {len(PANEL_ORDER)} images; got {len(axes)} axes.")
+        fig = axes[0].figure
+    for ax, key in zip(axes, PANEL_ORDER):
+        shown = to_display(images[key], rescale=key == "distortion")
+        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if titles:
+            ax.set_title(PANEL_TITLES[key], fontsize=8)
+    info = results.frame.loc[row]
+    fig.suptitle(f"{info['model']}: {info['attack']} attack ({info['layers']}), lambda = {info['lambda']:.3g}, "
+                 f"Delta = {info['delta']:.4g}", fontsize=9)
+    return fig
