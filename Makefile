@@ -8,7 +8,7 @@ PROFILE ?= cpu
 SEATBELT_DATA ?= $(abspath ../shared/data)
 export SEATBELT_DATA
 
-.PHONY: env test book clean bench
+.PHONY: env test book publish clean bench zoo plan
 
 env: $(VENV)/.installed
 
@@ -26,17 +26,42 @@ test: env
 	notebooks="$$($(BIN)/python -m seatbelt.book toc)" && \
 	$(BIN)/python -m pytest --nbval-lax tests $$notebooks
 
+# The page check's browser: any installed Chromium or Chrome (CHROMIUM=/path picks one). Debian's
+# chromium is installed only where that needs no one's permission (root with apt-get) and never
+# fails the build; elsewhere (a laptop, macOS, conda, CI) the check is skipped with a line saying
+# how to enable it.
+CHROMIUM_IF_POSSIBLE = command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	[ -n "$$CHROMIUM" ] || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } || true
+
 # Execute the chapters whose source, parameters or library changed (PROFILE=smoke|cpu|paper),
-# render _build/$(PROFILE)/html, then open every page in headless Chromium. Chromium is
-# Debian's package, installed here when missing; CI skips this check (installing a browser
-# every run costs more than the tests).
+# render _build/$(PROFILE)/html, then open every page in headless Chromium with no network:
+# figures shown, maths typeset, no request outside the site, nothing wider than the text column.
 book: env
-	command -v chromium >/dev/null || { apt-get update && apt-get install -y --no-install-recommends chromium; }
+	@$(CHROMIUM_IF_POSSIBLE)
 	$(BIN)/python -m seatbelt.book build --profile $(PROFILE) --check
+
+# The same book as a self-contained static site in _build/publish (relative links, MathJax and
+# every asset inside, each chapter's results CSVs linked as downloads): open its index.html from
+# disk, or serve the folder (.github/workflows/pages.yml deploys the smoke book to GitHub Pages).
+publish: env
+	@$(CHROMIUM_IF_POSSIBLE)
+	$(BIN)/python -m seatbelt.book publish --profile $(PROFILE) --check
+
+# Train every model the chapters of PROFILE need (DASK=tcp://host:8786 to train on a Dask cluster),
+# so that a machine with time (a cluster, a GPU box) fills the model cache for everyone.
+zoo: env
+	$(BIN)/python -m seatbelt.book zoo --profile $(PROFILE) $(if $(DASK),--dask $(DASK))
+
+# What `make book` would train and attack, what is cached, and the estimated minutes.
+plan: env
+	$(BIN)/python -m seatbelt.book plan --profile $(PROFILE)
 
 bench: env
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/mig.py
+	$(BIN)/python bench/book_build.py --profile $(PROFILE)
 
 clean:
 	rm -rf _build

@@ -22,7 +22,7 @@ def write_notebook(path: Path, parameters: str, body: str, title: str = "A page"
     nb = new_notebook(cells=[
         new_markdown_cell(f"# {title}"),
         new_code_cell(parameters, metadata={"tags": ["parameters"]}),
-        new_code_cell(body),
+        new_code_cell(body, metadata={"mystnb": {"figure": {"caption": "What the figure shows."}}}),
     ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)

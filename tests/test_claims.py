@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from seatbelt import claims
 from seatbelt.claims import ClaimCheck, Effect, measure, ratio_of_medians
@@ -160,3 +161,39 @@ def test_a_misnamed_or_old_check_is_refused(tmp_path):
     (tmp_path / "claims" / "C4.json").write_text(json.dumps({**record, "schema": 0}))
     with pytest.raises(ValueError, match="schema"):
         claims.load_checks(tmp_path)
+
+
+def test_slope_comparison_known_answer_and_refusals():
+    x = [1.0, 2.0, 6.0]
+    # unit i: a = (2 + i) x + noise-free offsets, b = 0.5 x + i: slope differences 1.5, 2.5, 3.5
+    a = np.array([[(2 + i) * v + 7 * i for v in x] for i in range(3)])
+    b = np.array([[0.5 * v + i for v in x] for i in range(3)])
+    e = claims.slope_comparison("e", x, a, b)
+    assert e.estimate == pytest.approx(2.5) and e.n == 3
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)  # the differences' sd is 1
+    assert (e.low, e.high) == (pytest.approx(2.5 - half), pytest.approx(2.5 + half))
+    assert e.supported and not claims.slope_comparison("e", x, b, a).supported
+    with pytest.raises(ValueError, match="one column per x"):
+        claims.slope_comparison("e", x, a[:, :2], b)
+    with pytest.raises(ValueError, match="two distinct x"):
+        claims.slope_comparison("e", [1.0, 1.0, 1.0], a, b)
+
+
+def test_the_scorecard_links_a_claim_to_the_section_that_measured_it(tmp_path):
+    ClaimCheck("C3", effect(1.2, 3.0), chapter="intro", section="claim-c3").save(tmp_path)
+    ClaimCheck("C12", effect(-0.1, 0.1, "within", 0.0, 1e-3), chapter="theorem").save(tmp_path)
+    old = json.loads((tmp_path / "claims" / "C12.json").read_text())
+    del old["section"]  # a check written before sections existed still loads
+    (tmp_path / "claims" / "C12.json").write_text(json.dumps(old))
+    links = claims.scorecard(claims.load_checks(tmp_path)).set_index("claim")["link"]
+    assert (links["C3"], links["C12"], links["C1"]) == ("intro.html#claim-c3", "theorem.html", "")
+
+
+def test_a_claim_whose_premise_fails_is_not_held(tmp_path):
+    ratio = claims.Effect("slope ratio", 0.5, 0.3, 0.7, null=1.0, direction="less")
+    premise = claims.Effect("reference slope", 0.2, 0.1, 0.3, null=0.0, direction="less")
+    assert claims.ClaimCheck("C6", ratio).status == "held"
+    check = claims.ClaimCheck("C6", ratio, requires=(premise,))
+    assert check.status == "not held"
+    check.save(tmp_path)
+    assert claims.load_checks(tmp_path)["C6"].status == "not held"

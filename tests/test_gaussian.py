@@ -1,5 +1,7 @@
 """Closed forms of seatbelt.gaussian against Monte Carlo and torch.distributions."""
 
+import math
+
 import torch
 
 from seatbelt import gaussian
@@ -52,3 +54,23 @@ def test_reparameterised_sample_is_differentiable(generator):
     logvar = torch.zeros(4, requires_grad=True)
     gaussian.DiagGaussian(mu, logvar).sample(generator).sum().backward()
     assert torch.all(mu.grad == 1) and logvar.grad is not None
+
+
+def test_kl_parts_sum_to_kl_and_match_hand_values(generator):
+    mu1, lv1 = _params(generator)
+    mu2, lv2 = _params(generator)
+    mean, variance = gaussian.kl_parts(mu1, lv1, mu2, lv2)
+    torch.testing.assert_close(mean + variance, gaussian.kl(mu1, lv1, mu2, lv2))
+    assert torch.all(variance >= 0)
+    # By hand, one dimension: mu1 = 3, mu2 = 1, s1^2 = 1, s2^2 = 4 (logvar2 = log 4):
+    # mean term 1/2 * 2^2 / 4 = 0.5; variance term 1/2 * (1/4 - 1 - log(1/4)) = 0.31814718...
+    t = lambda v: torch.tensor([[v]], dtype=torch.float64)  # noqa: E731
+    mean, variance = gaussian.kl_parts(t(3.0), t(0.0), t(1.0), t(math.log(4.0)))
+    torch.testing.assert_close(mean, torch.tensor([0.5], dtype=torch.float64))
+    torch.testing.assert_close(variance, torch.tensor([0.5 * (0.25 - 1 + math.log(4.0))], dtype=torch.float64))
+    # Equal widths: no variance term, the KL is the mean term alone; equal means: the reverse.
+    mean, variance = gaussian.kl_parts(t(2.0), t(0.7), t(-1.0), t(0.7))
+    torch.testing.assert_close(variance, torch.zeros(1, dtype=torch.float64))
+    torch.testing.assert_close(mean, 0.5 * 9 * torch.exp(-t(0.7))[0])
+    mean, _ = gaussian.kl_parts(t(2.0), t(0.1), t(2.0), t(0.9))
+    torch.testing.assert_close(mean, torch.zeros(1, dtype=torch.float64))

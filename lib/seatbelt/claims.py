@@ -206,20 +206,58 @@ def paired_comparison(
                   level=level, n=len(d), method=f"paired t ({'log ' if scale == 'ratio' else ''}{scale})")
 
 
+def slope_comparison(
+    name: str,
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    *,
+    null: float = 0.0,
+    direction: Direction = "greater",
+    margin: float = 0.0,
+    level: float = 0.95,
+) -> Effect:
+    """Whether ``a`` grows faster with ``x`` than ``b`` does, on the same units.
+
+    ``a`` and ``b`` are (n_units, len(x)) arrays: each unit (an attack pair) measured at every
+    ``x`` (e.g. beta). Each unit gives the least-squares slope of its ``a`` on ``x`` and of its
+    ``b`` on ``x``; the effect is the mean over units of slope(a) - slope(b), with the paired
+    Student-t interval of :func:`paired_comparison` (the unit is the pair, as there).
+    """
+    x = np.asarray(x, dtype=float).ravel()
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape != b.shape or a.shape[1] != len(x):
+        raise ValueError(f"Effect {name!r}: a and b must both be (n_units, {len(x)}) (one column per x); "
+                         f"got {a.shape} and {b.shape}.")
+    if len(np.unique(x)) < 2:
+        raise ValueError(f"Effect {name!r}: a slope needs at least two distinct x values, got {x.tolist()}.")
+    centred = x - x.mean()
+    slopes = [(v - v.mean(axis=1, keepdims=True)) @ centred / (centred @ centred) for v in (a, b)]
+    return paired_comparison(name, slopes[0], slopes[1], scale="difference", null=null, direction=direction,
+                             margin=margin, level=level)
+
+
 @dataclass(frozen=True)
 class ClaimCheck:
     """One chapter's verdict on one claim: ``effect`` decides; ``context`` shows beside it.
 
     ``context`` holds measurements that qualify the verdict (e.g. a scale-free version of the
     paper's raw metric) without changing it: the paper's metric decides, as the paper defines it.
+    ``requires`` holds premises the claim's reading depends on (a ratio of slopes says "declines
+    more slowly" only if the reference declines): the check is held only when they hold too.
+    ``chapter`` is the chapter's name (``intro`` for ``book/intro.ipynb``) and ``section`` the
+    anchor of the section that measured it (a MyST label ``(claim-c3)=`` above its heading gives
+    the anchor ``claim-c3``): the scorecard links the claim there.
     """
 
     claim: str
     effect: Effect
     context: tuple[Effect, ...] = ()
+    requires: tuple[Effect, ...] = ()
     chapter: str = ""
     profile: str = ""
     note: str = ""
+    section: str = ""
     schema: int = field(default=SCHEMA)
 
     def __post_init__(self):
@@ -228,7 +266,16 @@ class ClaimCheck:
 
     @property
     def status(self) -> Status:
-        return "held" if self.effect.supported else "not held"
+        """Held when ``effect`` and every premise in ``requires`` are supported."""
+        return "held" if self.effect.supported and all(e.supported for e in self.requires) else "not held"
+
+    @property
+    def link(self) -> str:
+        """Where the check was measured, relative to the scorecard's page (chapters are its
+        siblings in ``book/``): ``intro.html#claim-c3``; empty without a chapter."""
+        if not self.chapter:
+            return ""
+        return f"{self.chapter}.html" + (f"#{self.section}" if self.section else "")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -240,6 +287,7 @@ class ClaimCheck:
         d = dict(d)
         d["effect"] = Effect(**d["effect"])
         d["context"] = tuple(Effect(**e) for e in d.get("context", ()))
+        d["requires"] = tuple(Effect(**e) for e in d.get("requires", ()))
         return cls(**d)
 
     def save(self, results_dir: str | Path) -> Path:
@@ -262,7 +310,8 @@ def load_checks(results_dir: str | Path) -> dict[str, ClaimCheck]:
 
 
 def scorecard(checks: dict[str, ClaimCheck]) -> pd.DataFrame:
-    """One row per registered claim, in registry order; claims without a check are "not run"."""
+    """One row per registered claim, in registry order; claims without a check are "not run".
+    ``link``: the section that measured the claim, relative to the scorecard's page."""
     rows = []
     for claim in CLAIMS.values():
         check = checks.get(claim.id)
@@ -270,10 +319,11 @@ def scorecard(checks: dict[str, ClaimCheck]) -> pd.DataFrame:
             "claim": claim.id,
             "statement": claim.statement,
             "paper": claim.paper,
-            "measured": str(check.effect) if check else "",
+            "measured": "; ".join(str(e) for e in (check.effect, *check.requires)) if check else "",
             "also measured": "; ".join(str(e) for e in check.context) if check else "",
             "status": check.status if check else "not run",
             "chapter": check.chapter if check else "",
             "profile": check.profile if check else "",
+            "link": check.link if check else "",
         })
     return pd.DataFrame(rows)

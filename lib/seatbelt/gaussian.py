@@ -66,6 +66,23 @@ def kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor | None = None, logvar2: Tensor 
     return 0.5 * (logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1).sum(-1)
 
 
+def kl_parts(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> tuple[Tensor, Tensor]:
+    """KL(N(mu1, s1^2) || N(mu2, s2^2)) split into its mean-difference and its variance term.
+
+    mean term     = 1/2 sum_d (mu1 - mu2)^2 / s2^2
+    variance term = 1/2 sum_d [ s1^2/s2^2 - 1 - log(s1^2/s2^2) ]   (>= 0, zero iff s1 = s2)
+
+    They sum to :func:`kl`. The mean term is a squared distance measured in units of the second
+    Gaussian's width: widening every posterior by a factor c divides it by c^2, while the
+    variance term depends only on the ratio of the widths. So a model with wider posteriors has
+    smaller KLs between them even when its means are just as far apart.
+    """
+    mean = 0.5 * ((mu1 - mu2) ** 2 * torch.exp(-logvar2)).sum(-1)
+    ratio = logvar1 - logvar2  # log(s1^2 / s2^2)
+    variance = 0.5 * (torch.exp(ratio) - 1 - ratio).sum(-1)
+    return mean, variance
+
+
 def w2(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> Tensor:
     """Squared 2-Wasserstein distance between diagonal Gaussians, summed over the last dimension.
 

@@ -4,6 +4,8 @@
 input, the distortion, the target, and the reconstructions of original, adversarial input and
 target. Images are in [-1, 1] as the models see them and are shown mapped to [0, 1]; the
 distortion is rescaled to fill [0, 1] as in the paper ("scaled to [0, 1] for ease of viewing").
+The title is in the model's colour of :mod:`seatbelt.style`, and the first image says its size
+in pixels (the axes of an image strip carry no ticks).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from torch import Tensor
 
+from . import style
 from .attacks.results import AttackResults
 
 PANEL_ORDER = ("original", "adversarial", "distortion", "target", "original_recon", "adversarial_recon", "target_recon")
@@ -62,9 +65,16 @@ def attack_panel(results: AttackResults, row: int, axes=None, titles: bool = Tru
         ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.grid(False)
         if titles:
             ax.set_title(PANEL_TITLES[key], fontsize=8)
+    axes[0].set_ylabel(f"{shown.shape[0]}×{shown.shape[1]} px", fontsize=8)
     info = results.frame.loc[row]
+    try:
+        colour = style.colour(str(info["model"]))
+    except KeyError:  # a model outside the book's families keeps the default colour
+        colour = None
+    unit = " nats" if info["attack"] in ("kl", "output") else ""  # a KL and a -log-likelihood are in nats
     fig.suptitle(f"{info['model']}: {info['attack']} attack ({info['layers']}), lambda = {info['lambda']:.3g}, "
-                 f"Delta = {info['delta']:.4g}", fontsize=9)
+                 f"Delta = {info['delta']:.4g}{unit}", fontsize=9, color=colour)
     return fig

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from . import cache
+from . import cache, progress
 from .data.base import Data
 from .device import resolve, seed_everything
 from .models import ModelConfig, VAE, build_model
@@ -66,8 +66,11 @@ def complete_config(model_config: ModelConfig, data: Data) -> ModelConfig:
     return model_config
 
 
-def train(model: VAE, data: Data, config: TrainConfig, device=None, progress: bool = True) -> pd.DataFrame:
-    """Train ``model`` in place; return one row of batch-mean metrics per epoch (or partial epoch)."""
+def train(model: VAE, data: Data, config: TrainConfig, device=None, show_progress: bool = True) -> pd.DataFrame:
+    """Train ``model`` in place; return one row of batch-mean metrics per epoch (or partial epoch).
+
+    Progress (steps and images/s) goes to :func:`seatbelt.progress.stream`, never into a page.
+    """
     config.validate()
     if config.batch_size > len(data):
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(data)} items of {data.name}.")
@@ -81,7 +84,9 @@ def train(model: VAE, data: Data, config: TrainConfig, device=None, progress: bo
 
     rows, sums, count, step, epoch = [], {}, 0, 0, 0
     started = time.perf_counter()
-    bar = tqdm(total=total, disable=not progress, desc=f"{model.config.kind} beta={model.config.beta:g}")
+    out = progress.stream() if show_progress else None
+    bar = tqdm(total=total, disable=out is None, file=out, mininterval=1.0, unit="step",
+               desc=f"training {model.config.kind} {model.config.objective} beta={model.config.beta:g}")
     while step < total:
         for x in data.batches(config.batch_size, generator=generator, device=device):
             loss = model.loss(x)
@@ -99,6 +104,8 @@ def train(model: VAE, data: Data, config: TrainConfig, device=None, progress: bo
             count += 1
             step += 1
             bar.update()
+            if step % 25 == 0:
+                bar.set_postfix_str(f"{step * config.batch_size / (time.perf_counter() - started):,.0f} img/s", refresh=False)
             if step == total:
                 break
         elapsed = time.perf_counter() - started
@@ -111,19 +118,30 @@ def train(model: VAE, data: Data, config: TrainConfig, device=None, progress: bo
     return pd.DataFrame(rows)
 
 
+def cache_entry(model_config: ModelConfig, data: Data, train_config: TrainConfig,
+                cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """Where :func:`fit` caches this model, and the meta the entry must match.
+
+    The key covers the model config, the run config, the data's identity (its name, loader
+    parameters and a hash of its items) and the sources that determine the weights
+    (:func:`seatbelt.cache.code_digest`).
+    """
+    model_config = complete_config(model_config, data)
+    meta = {"train_config": asdict(train_config), "data": cache.data_identity(data),
+            "model_config": model_config.to_dict(), "code": cache.code_digest()}
+    return cache.cache_root(cache_dir) / "models" / cache.config_key(meta), meta
+
+
 def fit(model_config: ModelConfig, data: Data, train_config: TrainConfig, *, cache_dir: str | os.PathLike | None = None,
         use_cache: bool = True, device=None, progress: bool = True) -> Trained:
-    """Train a model for ``data``, or load the identical model trained before.
+    """Train a model for ``data``, or load the identical model trained before (:func:`cache_entry`).
 
-    The cache key covers the model config, the run config and the data's identity (its name,
-    loader parameters and a hash of its items). Corrupt or mismatched entries are retrained.
+    Corrupt or mismatched cache entries are retrained.
     """
     model_config = complete_config(model_config, data)
     train_config.validate()
     device = resolve(device)
-    meta = {"train_config": asdict(train_config), "data": cache.data_identity(data),
-            "model_config": model_config.to_dict()}
-    path = cache.cache_root(cache_dir) / "models" / cache.config_key(meta)
+    path, meta = cache_entry(model_config, data, train_config, cache_dir)
     if use_cache:
         hit = cache.cached(path, meta, device)
         if hit is not None:
@@ -131,7 +149,7 @@ def fit(model_config: ModelConfig, data: Data, train_config: TrainConfig, *, cac
             return Trained(hit.model, hit.history, path, cached=True)
     seed_everything(train_config.seed)  # the initial weights too
     model = build_model(model_config)
-    history = train(model, data, train_config, device=device, progress=progress)
+    history = train(model, data, train_config, device=device, show_progress=progress)
     if not use_cache:
         return Trained(model, history, None, cached=False)
     cache.save_checkpoint(path, model, history, {k: v for k, v in meta.items() if k != "model_config"})

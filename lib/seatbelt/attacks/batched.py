@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import progress
 from .objectives import AttackObjective
 from .solvers import SolveResult
 
@@ -146,11 +147,13 @@ class _Run:
         self.max_iter = max_iter
         pending = deque(problems.tolist())
         st = self.slots
+        ticker = progress.Ticker(f"attack ({len(problems)} problems)", len(problems), every=5.0)
         while True:
             free = torch.nonzero(st.problem < 0).flatten().tolist()
             while free and pending:
                 st.load(free.pop(), pending.popleft(), self)
             active = torch.nonzero(st.problem >= 0).flatten()
+            ticker.update(len(problems) - len(pending) - len(active), "problems converged")
             if len(active) == 0:
                 return
             problems_now = st.problem[active]

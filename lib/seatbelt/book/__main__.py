@@ -11,14 +11,14 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import browser, clean, render, runner, sweep, toc
+from . import browser, clean, publish, render, runner, sweep, toc
 from . import params as P
 
 log = partial(print, flush=True)
 
 
-def cmd_build(args: argparse.Namespace) -> int:
-    root = toc.find_root(args.root)
+def build(root: Path, args: argparse.Namespace) -> Path | None:
+    """Execute the changed chapters and render; the HTML folder, or None when a chapter failed."""
     start = time.perf_counter()
     outcomes = runner.run(root, args.profile, force=args.force, only=tuple(args.only), log=log)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -26,11 +26,50 @@ def cmd_build(args: argparse.Namespace) -> int:
         log(f"{len(failed)} chapter(s) failed; the book was not rendered:")
         for o in failed:
             log(f"  {o.entry}: {o.error}")
-        return 1
+        return None
     log(f"chapters done in {time.perf_counter() - start:.1f} s; rendering ...")
     html = render.render(root, args.profile)
     log(f"rendered {html / 'index.html'}")
-    return cmd_check(args) if args.check else 0
+    return html
+
+
+def page_check(root: Path, profile: str, html: Path, required: bool) -> int:
+    """The Chromium check of the pages in ``html``. Without a browser: an error if ``required``,
+    else one line saying how to enable it (the book is built all the same)."""
+    if not required and browser.find_chromium() is None:
+        where = "" if html == render.html_dir(root, profile) else f" --html {html}"
+        log(f"page check skipped: no Chromium or Chrome found. To enable it, {browser.HOW_TO_GET_ONE}, "
+            f"then run `python -m seatbelt.book check --profile {profile}{where}`.")
+        return 0
+    problems = browser.check_book(root, runner.site_dir(root, profile), html)
+    for p in problems:
+        log(f"  {p}")
+    log(f"chromium check of {html}: "
+        f"{'FAILED' if problems else 'every page loads offline, typesets its maths, shows its figures and no error'}")
+    return 1 if problems else 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    html = build(root, args)
+    if html is None:
+        return 1
+    return page_check(root, args.profile, html, required=False) if args.check else 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    root = toc.find_root(args.root)
+    if not args.no_build and build(root, args) is None:
+        return 1
+    out = publish.publish(root, args.profile, args.out)
+    problems = publish.problems(root, out)
+    for p in problems:
+        log(f"  {p}")
+    if problems:
+        log(f"published {out}, but it is not self-contained: FAILED")
+        return 1
+    log(f"published {out}: open {out / 'index.html'}, or serve the folder as it is")
+    return page_check(root, args.profile, out, required=False) if args.check else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -49,12 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     root = toc.find_root(args.root)
-    html = render.html_dir(root, args.profile)
-    problems = browser.check_book(root, runner.site_dir(root, args.profile), html)
-    for p in problems:
-        log(f"  {p}")
-    log(f"chromium check of {html}: {'FAILED' if problems else 'every page loads, shows its figures and no error'}")
-    return 1 if problems else 0
+    html = args.html or render.html_dir(root, args.profile)
+    return page_check(root, args.profile, html, required=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -92,6 +127,32 @@ def cmd_clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .. import zoo
+    from . import plan  # imports the zoo (and torch): only the commands that need it pay
+
+    try:
+        plan.report(toc.find_root(args.root), args.profile, log=log)
+    except zoo.ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from .. import zoo
+    from . import plan
+
+    try:
+        table = plan.build_zoo(toc.find_root(args.root), args.profile, dask=args.dask, log=log)
+    except zoo.ZooError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = int((table["status"] == "failed").sum()) if len(table) else 0
+    log(f"zoo at {args.profile}: {len(table) - failed}/{len(table)} models ready")
+    return 1 if failed else 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     grid = sweep.merge_grids(args.grid, args.grid_file)
     table = sweep.sweep(args.notebook, grid, args.out, profile=args.profile, dask=args.dask, log=log)
@@ -109,8 +170,18 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", choices=P.PROFILES, default="cpu")
     b.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
     b.add_argument("--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)")
-    b.add_argument("--check", action="store_true", help="then check the pages in headless Chromium")
+    b.add_argument("--check", action="store_true",
+                   help="then check the pages in headless Chromium (skipped, with a note, when there is none)")
     b.set_defaults(func=cmd_build)
+
+    pu = sub.add_parser("publish", help="build, then copy the book into a self-contained static site")
+    pu.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    pu.add_argument("--out", type=Path, help="the site's folder (default _build/publish)")
+    pu.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
+    pu.add_argument("--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)")
+    pu.add_argument("--no-build", action="store_true", help="publish the last rendered book as it is")
+    pu.add_argument("--check", action="store_true", help="then check the published pages in headless Chromium")
+    pu.set_defaults(func=cmd_publish)
 
     r = sub.add_parser("run", help="run one notebook with your own parameters")
     r.add_argument("notebook", type=Path)
@@ -122,6 +193,8 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check", help="check the rendered pages in headless Chromium")
     c.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    c.add_argument("--html", type=Path, help="the folder to check (default: the profile's rendered book; "
+                                                "_build/publish for the published one)")
     c.set_defaults(func=cmd_check)
 
     v = sub.add_parser("validate", help="validate every chapter's parameters without executing")
@@ -140,6 +213,15 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--references", action="store_true", help="execute at smoke defaults and store new references")
     k.set_defaults(func=cmd_clean)
 
+    pl = sub.add_parser("plan", help="list every chapter's models and batteries, what is cached, and the minutes")
+    pl.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    pl.set_defaults(func=cmd_plan)
+
+    z = sub.add_parser("zoo", help="train every model the chapters of a profile need")
+    z.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    z.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
+    z.set_defaults(func=cmd_zoo)
+
     s = sub.add_parser("sweep", help="run one notebook over a grid of parameters")
     s.add_argument("notebook", type=Path)
     s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="repeat for each key")
@@ -155,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (P.ParameterError, FileNotFoundError, render.RenderError) as e:
+    except (P.ParameterError, FileNotFoundError, render.RenderError, publish.PublishError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

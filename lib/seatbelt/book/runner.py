@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from typing import Any, Callable, Literal
 
 import papermill
 
+from . import monitor
 from . import params as P
 from . import toc
 
@@ -100,7 +102,9 @@ def plan(root: Path, profile: str) -> list[Job]:
         except P.ParameterError as e:
             errors.append(str(e))
             continue
-        params["results_dir"] = str(results_dir(root, profile))
+        # Relative to the notebook's folder (where it runs): the rendered page shows the
+        # injected parameters, and it must not show this machine's paths.
+        params["results_dir"] = os.path.relpath(results_dir(root, profile), source.parent)
         if "profile" in declared:
             params["profile"] = profile
         jobs.append(Job(entry, source, site_dir(root, profile) / source.relative_to(root), params))
@@ -115,7 +119,7 @@ def execute(source: Path, output: Path, parameters: dict[str, Any]) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(
         str(source), str(output), parameters=parameters, cwd=str(source.parent),
-        progress_bar=False, log_output=False,
+        progress_bar=False, log_output=False, engine_name=monitor.ENGINE,
     )
 
 
@@ -127,11 +131,14 @@ def run_notebook(notebook: Path, overrides: dict[str, Any], out: Path, profile: 
     declared = P.declared_parameters(notebook)
     P.validate(overrides, declared, "the command line")
     overrides = P.normalise(overrides, declared)
-    params = {**P.notebook_profile_params(notebook, profile, declared), **overrides, "results_dir": str(out / "results")}
+    # Relative to the notebook's folder, where it runs (a relative ``out`` is the caller's).
+    results = os.path.relpath(Path(out).resolve() / "results", Path(notebook).resolve().parent)
+    params = {**P.notebook_profile_params(notebook, profile, declared), **overrides, "results_dir": results}
     if "profile" in declared:
         params["profile"] = profile
     output = out / notebook.name
-    execute(notebook, output, params)
+    with monitor.Monitor(out / "progress.log"):  # progress to the terminal, not into the notebook
+        execute(notebook, output, params)
     return output
 
 
@@ -145,7 +152,9 @@ def run(root: Path, profile: str, *, force: bool = False, only: tuple[str, ...] 
     """Execute the chapters of ``profile`` in toc order (the scorecard last).
 
     ``only`` restricts execution to the named entries (``book/intro`` or ``intro``); the others
-    keep their last executed notebooks. A failed chapter does not stop the others.
+    keep their last executed notebooks. A failed chapter does not stop the others. While a
+    chapter runs, the terminal shows its cell, the kernel's training and attack progress and
+    an ETA from the plan (:mod:`seatbelt.book.monitor`); none of it reaches the pages.
     """
     jobs = plan(root, profile)
     known = {j.entry for j in jobs} | {P.chapter_name(j.entry) for j in jobs}
@@ -156,35 +165,89 @@ def run(root: Path, profile: str, *, force: bool = False, only: tuple[str, ...] 
     stamps.mkdir(parents=True, exist_ok=True)
     results_dir(root, profile).mkdir(parents=True, exist_ok=True)
     library = library_digest()
+    todo = []
     outcomes = []
     for i, job in enumerate(jobs, 1):
         head = f"[{i}/{len(jobs)}] {job.entry}"
         if only and job.entry not in only and P.chapter_name(job.entry) not in only:
             log(f"{head}: not selected")
             continue
-        extra = claims_digest(results_dir(root, profile)) if job.entry == SCORECARD else ""
-        key = chapter_key(job.source, job.params, profile, library, extra)
         stamp = stamps / f"{job.entry.replace('/', '__')}.json"
         last = json.loads(stamp.read_text()) if stamp.exists() else {}
-        if not force and last.get("key") == key and job.output.exists():
+        # the scorecard's key covers the claims, which the chapters before it may still rewrite
+        if job.entry != SCORECARD and not force and last.get("key") == _key(root, job, profile, library) and job.output.exists():
             log(f"{head}: unchanged, kept (ran in {last['seconds']:.1f} s)")
             outcomes.append(Outcome(job.entry, "unchanged", 0.0))
             continue
-        log(f"{head}: running ...")
-        stamp.unlink(missing_ok=True)
-        start = time.perf_counter()
-        try:
-            execute(job.source, job.output, job.params)
-        except Exception as e:  # a failed chapter is reported, and the others still run
+        todo.append((head, job, stamp, last))
+    estimates = _estimates(root, profile, [job for _, job, _, _ in todo], log) if todo else {}
+    with monitor.Monitor(build_dir(root, profile) / "progress.log", estimates) as watch:
+        for head, job, stamp, last in todo:
+            key = _key(root, job, profile, library)
+            if job.entry == SCORECARD and not force and last.get("key") == key and job.output.exists():
+                log(f"{head}: unchanged, kept (ran in {last['seconds']:.1f} s)")
+                outcomes.append(Outcome(job.entry, "unchanged", 0.0))
+                continue
+            eta = f", about {estimates[job.entry]:.1f} min of zoo work" if estimates.get(job.entry) else ""
+            log(f"{head}: running{eta} ...")
+            watch.chapter(job.entry)
+            stamp.unlink(missing_ok=True)
+            start = time.perf_counter()
+            try:
+                execute(job.source, job.output, job.params)
+            except Exception as e:  # a failed chapter is reported, and the others still run
+                seconds = time.perf_counter() - start
+                outcomes.append(Outcome(job.entry, "failed", seconds, describe_failure(e, job.output)))
+                log(f"{head}: FAILED after {seconds:.1f} s: {outcomes[-1].error}")
+                continue
             seconds = time.perf_counter() - start
-            outcomes.append(Outcome(job.entry, "failed", seconds, describe_failure(e, job.output)))
-            log(f"{head}: FAILED after {seconds:.1f} s: {outcomes[-1].error}")
-            continue
-        seconds = time.perf_counter() - start
-        stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        outcomes.append(Outcome(job.entry, "ran", seconds))
-        log(f"{head}: ran in {seconds:.1f} s")
+            stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 2), "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+            outcomes.append(Outcome(job.entry, "ran", seconds))
+            log(f"{head}: ran in {seconds:.1f} s")
     return outcomes
+
+
+def _key(root: Path, job: Job, profile: str, library: str) -> str:
+    extra = claims_digest(results_dir(root, profile)) if job.entry == SCORECARD else ""
+    return chapter_key(job.source, job.params, profile, library, extra)
+
+
+def _estimates(root: Path, profile: str, jobs: list[Job], log: Log) -> dict[str, float]:
+    """Minutes of zoo work per chapter about to run, from the plan (an estimate; 0 when all is cached)."""
+    from . import plan as build_plan  # the plan needs the zoo, which only a build with work to do pays for
+
+    try:
+        table = build_plan.table(root, profile)
+    except Exception as e:  # an estimate must never stop a build
+        log(f"(no ETA: the plan failed with {type(e).__name__}: {e})")
+        return {}
+    minutes = build_plan.minutes_by_chapter(table)
+    estimates = {job.entry: minutes.get(P.chapter_name(job.entry), 0.0) for job in jobs}
+    log(f"plan: about {sum(estimates.values()):.1f} min of training and attacks for {len(jobs)} chapter(s)")
+    return estimates
+
+
+def map_tasks(function: Callable[..., Any], tasks: list[tuple], *, dask: str | None = None,
+              report: Callable[[int, Any, int], None] | None = None) -> list[Any]:
+    """``function(*task)`` for every task, in order or on a Dask cluster; ``report(i, result, done)`` as each ends."""
+    results: list[Any] = [None] * len(tasks)
+    if dask is None:
+        for i, task in enumerate(tasks):
+            results[i] = function(*task)
+            if report:
+                report(i, results[i], i + 1)
+        return results
+    from dask.distributed import Client, as_completed  # optional: only work on a cluster needs it
+
+    with Client(dask) as client:
+        futures = {client.submit(function, *task, pure=False, key=f"seatbelt-{i}-{time.time_ns()}"): i
+                   for i, task in enumerate(tasks)}
+        for done, future in enumerate(as_completed(futures), 1):
+            i = futures[future]
+            results[i] = future.result()
+            if report:
+                report(i, results[i], done)
+    return results
 
 
 def stage_site(root: Path, profile: str) -> Path:

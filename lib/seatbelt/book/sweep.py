@@ -31,7 +31,7 @@ import yaml
 
 from .. import claims
 from . import params as P
-from .runner import Log, describe_failure, execute
+from .runner import Log, describe_failure, execute, map_tasks
 
 
 def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
@@ -106,21 +106,7 @@ def sweep(notebook: str | Path, grid: dict[str, list[Any]], out: str | Path, *, 
         line = f"[{done}/{len(points)}] {_label(points[i])}: {result['status']} in {result['seconds']:.1f} s"
         log(line + (f": {result['error']}" if result["error"] else ""))
 
-    results: list[dict[str, Any]] = [{} for _ in points]
-    if dask is None:
-        for i, task in enumerate(tasks):
-            results[i] = run_point(*task)
-            report(i, results[i], i + 1)
-    else:
-        from dask.distributed import Client, as_completed  # optional: only sweeps on a cluster need it
-
-        with Client(dask) as client:
-            futures = {client.submit(run_point, *task, pure=False, key=f"seatbelt-sweep-{i}-{time.time_ns()}"): i
-                       for i, task in enumerate(tasks)}
-            for done, future in enumerate(as_completed(futures), 1):
-                i = futures[future]
-                results[i] = future.result()
-                report(i, results[i], done)
+    results = map_tasks(run_point, tasks, dask=dask, report=report)
 
     table = pd.DataFrame([{"point": i, **{f"param_{k}": v for k, v in point.items()}, **results[i],
                            "notebook": tasks[i][1]} for i, point in enumerate(points)])

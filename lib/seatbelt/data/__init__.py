@@ -1,7 +1,7 @@
 """Datasets, all returned as :class:`seatbelt.data.base.Data` with items scaled to [-1, 1] on access.
 
 Generated: :func:`dsprites` (or the official npz when present), :func:`swiss_roll`.
-Real images, read from the data root (``root=`` or $SEATBELT_DATA): :func:`cifar10`,
+Real images, read from the data root (``root=`` or $SEATBELT_DATA): :func:`cifar10`, :func:`svhn`,
 :func:`celeba`, :func:`mnist`, :func:`chairs`, :func:`faces3d`.
 
 ``seatbelt.data.dsprites`` is the loader function; the renderer and index helpers live in the
@@ -11,7 +11,7 @@ module of the same name: ``from seatbelt.data.dsprites import render, index_of, 
 from .base import Data
 from .dsprites import dsprites
 from .files import DatasetNotFoundError, fetch
-from .images import celeba, chairs, cifar10, faces3d, mnist
+from .images import celeba, chairs, cifar10, faces3d, mnist, svhn
 from .swissroll import swiss_roll
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "faces3d",
     "fetch",
     "mnist",
+    "svhn",
     "swiss_roll",
 ]

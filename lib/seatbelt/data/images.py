@@ -1,4 +1,4 @@
-"""Real image datasets: CIFAR-10, CelebA, MNIST, 3D Chairs and 3D Faces, in their published layouts.
+"""Real image datasets: CIFAR-10, SVHN, CelebA, MNIST, 3D Chairs and 3D Faces, in their published layouts.
 
 Every loader takes ``root`` (default: the ``SEATBELT_DATA`` directory), looks for the dataset's
 usual files there, decodes them once into uint8 arrays (N, C, H, W) cached on disk (see
@@ -12,6 +12,9 @@ Layouts read (file names relative to the data root; the first one found wins):
 - CIFAR-10: ``cifar-10-batches-py/`` (the official python pickles), ``cifar-10-python.tar.gz`` (the
   official archive, read without extracting), or ``cifar10-jpeg.zip`` (``train/<class>/NNNN.jpg``,
   ``test/<class>/NNNN.jpg``; sorted by class, then file name).
+- SVHN (cropped digits, Netzer et al. 2011): the official ``{train,test,extra}_32x32.mat`` in
+  ``svhn/`` or the root itself, read with ``scipy.io.loadmat``: ``X`` is (32, 32, 3, N) uint8 and
+  ``y`` (N, 1) holds 1..10, where 10 stands for the digit 0 (mapped here to label 0).
 - CelebA: aligned JPEGs in ``img_align_celeba/`` or ``img_align_celeba.zip`` (official), or in
   ``celeba-10k-jpeg.zip`` (``celebA/NNNNNN.jpg``); sorted by file name. Preprocessed as Chen et al.
   (2018): a centred square crop of 148/178 of the width, resized (bilinear, antialiased) to size.
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
+import scipy.io
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -61,6 +65,9 @@ MNIST_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
+
+SVHN_URL = "http://ufldl.stanford.edu/housenumbers/"  # the official host of the .mat files
+SVHN_SPLITS = ("train", "test", "extra")
 
 CELEBA_CROP = 148 / 178  # side of the centred square crop, as a fraction of the image width
 CHAIRS_CROP = 0.75  # side of the centred square crop of a chair render (600 px -> 450 px)
@@ -92,6 +99,30 @@ def cifar10(split: str = "train", root: str | os.PathLike | None = None, *, down
         labels=torch.from_numpy(arrays["labels"]),
         class_names=CIFAR10_CLASSES,
         meta={"split": split, "source": src.name},
+    )
+
+
+def svhn(split: str = "train", root: str | os.PathLike | None = None) -> Data:
+    """SVHN cropped digits ``split`` ("train": 73,257, "test": 26,032, "extra": 531,131) as uint8
+    (N, 3, 32, 32) with labels 0..9 (the files' label 10 is the digit 0)."""
+    _check_split(split, SVHN_SPLITS)
+    root = data_root(root)
+    name = f"{split}_32x32.mat"
+    folders = (root / "svhn", root)
+    path = next((d / name for d in folders if (d / name).is_file()), None)
+    if path is None:
+        raise DatasetNotFoundError(
+            f"SVHN {split} split not found: need {name} in {root / 'svhn'} (or {root}). The official "
+            f"files {', '.join(f'{s}_32x32.mat' for s in SVHN_SPLITS)} are at {SVHN_URL}."
+        )
+    arrays = cached(f"svhn-{split}", source_key([path], v=_CACHE_VERSION), lambda: _svhn_mat(path))
+    return Data(
+        name="svhn",
+        x=torch.from_numpy(arrays["x"]),
+        levels=256,
+        labels=torch.from_numpy(arrays["labels"]),
+        class_names=tuple(str(d) for d in range(10)),
+        meta={"split": split, "source": path.name},
     )
 
 
@@ -395,6 +426,24 @@ def _cifar_pickles(src: Path, split: str) -> dict[str, np.ndarray]:
         xs.append(data.reshape(-1, 3, 32, 32))  # rows hold the red, green, blue planes in turn
         ys.append(labels)
     return {"x": np.concatenate(xs), "labels": np.concatenate(ys)}
+
+
+def _svhn_mat(path: Path) -> dict[str, np.ndarray]:
+    """X (32, 32, 3, N) and y (N, 1) of an SVHN .mat file as x (N, 3, 32, 32) uint8 and labels 0..9."""
+    try:
+        mat = scipy.io.loadmat(path, variable_names=("X", "y"))
+    except (scipy.io.matlab.MatReadError, ValueError, NotImplementedError, OSError) as e:  # truncated, HDF5 (v7.3)
+        raise ValueError(f"{path} is not a readable SVHN .mat file (MATLAB v5 with X and y): {e}") from e
+    if "X" not in mat or "y" not in mat:
+        raise ValueError(f"{path} lacks the SVHN variables X and y; it holds {sorted(k for k in mat if not k.startswith('__'))}.")
+    x, y = mat["X"], np.asarray(mat["y"]).reshape(-1)
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+        raise ValueError(f"{path}: expected X of shape (32, 32, 3, N) and N labels, got X {x.shape} and {len(y)} labels.")
+    if x.dtype != np.uint8:
+        raise ValueError(f"{path}: X must be uint8 pixels, got {x.dtype}.")
+    if len(y) and (y.min() < 1 or y.max() > 10 or not np.all(y == np.round(y))):
+        raise ValueError(f"{path}: SVHN labels are the integers 1..10, got values in [{y.min()}, {y.max()}].")
+    return {"x": np.ascontiguousarray(x.transpose(3, 2, 0, 1)), "labels": (y.astype(np.int64) % 10)}
 
 
 def _read_idx(path: Path) -> np.ndarray:

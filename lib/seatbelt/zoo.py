@@ -1,0 +1,421 @@
+"""The book's model zoo: every model a chapter uses, as a point of a named family, trained once per profile.
+
+A chapter, or a user's own notebook, asks for a model by what it is::
+
+    from seatbelt import zoo
+    trained = zoo.model("beta-tcvae", "dsprites", beta=4, latent=16, profile="cpu")
+    test = zoo.data("dsprites", profile="cpu", split="test")
+    battery = zoo.battery(zoo.Point("beta-tcvae", "dsprites", beta=4, latent=16), protocol, profile="cpu")
+
+Every request for the same point of the same profile gets the same cached model (the model
+cache of :func:`seatbelt.training.fit`, keyed by the configs, the data and the library code
+that determines the weights), and every request for the same battery the same cached attack
+results (keyed by the model, the protocol, the attacks, the solver and its settings, the
+attacked data and the code).
+
+Families (the model each one builds is in :func:`model_config`):
+
+* ``vae``: the VAE. It is the beta-TCVAE objective at beta = 1, which is exactly the
+  single-sample ELBO, so ``vae``, ``beta-vae`` at beta = 1 and ``beta-tcvae`` at beta = 1 are
+  one model of the zoo, trained once.
+* ``beta-vae``: the KL term multiplied by beta (Higgins et al. 2017).
+* ``beta-tcvae``: the TC term multiplied by beta (Chen et al. 2018), minibatch weighted sampling.
+* ``seatbelt``: L stochastic layers, the likelihood on every layer, the top layer's TC
+  multiplied by beta (Eq 9), free bits; L = 1 is the beta-TCVAE of the top layer's size.
+* ``chain``: the same with the likelihood on z_1 only (the DLGM baseline of Section 4).
+
+Grid parameters: ``beta``; ``latent`` (the latent size, for one-layer families) or ``layers``
+(the depth L, for seatbelt and chain, whose sizes are the last L of the recipe's list, as in
+Appendix G); ``dataset``; ``seed`` (initial weights and batch order; the data sample is fixed);
+and, for studies of training length only, ``steps`` (None: the recipe's).
+
+The training recipe of a profile and dataset (image size, how many images, steps, batch,
+learning rate, default sizes) lives in ``params/<profile>/zoo.yaml`` with its reasons.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from . import cache
+from .attacks import AttackProtocol, AttackResults, run_battery
+from .attacks.battery import SOLVERS
+from .attacks.objectives import Attack
+from .data import Data, celeba, cifar10, dsprites, swiss_roll
+from .models import ModelConfig, seatbelt_sizes
+from .training import TrainConfig, Trained, cache_entry, fit
+
+FAMILIES = ("vae", "beta-vae", "beta-tcvae", "seatbelt", "chain")
+DATASETS = ("dsprites", "celeba", "cifar10", "swissroll")
+SPLITS = ("train", "test")
+LAYERED = ("seatbelt", "chain")
+DATA_SEED = 0  # one data sample per profile, whatever the model's seed
+ATTACK_SOURCES = cache.WEIGHT_SOURCES + ("attacks",)
+PARAMS_ENV = "SEATBELT_PARAMS"
+
+
+class ZooError(ValueError):
+    """A request the zoo cannot serve: an unknown family, dataset, grid point or profile."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one profile trains on one dataset, and what its training costs (for the plan)."""
+
+    dataset: str
+    n_train: int
+    n_test: int
+    steps: int
+    batch_size: int
+    lr: float = 1e-3
+    image_size: int | None = None
+    latent: int = 10
+    seatbelt_latents: tuple[int, ...] = (96, 48, 24, 12, 6)
+    seatbelt_hidden: tuple[int, ...] = (1024, 512, 256, 128, 64)
+    free_bits: float = 0.0
+    mlp_hidden: int = 256
+    tc_estimator: str = "mws"
+    images_per_s: float = 1000.0
+    attack_eval_ms: float = 1.0
+
+    def __post_init__(self):
+        for name in ("seatbelt_latents", "seatbelt_hidden"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if self.dataset not in DATASETS:
+            raise ZooError(f"recipe for unknown dataset {self.dataset!r}; the zoo knows {DATASETS}.")
+        if min(self.n_train, self.n_test, self.steps, self.batch_size, self.latent) < 1 or self.lr <= 0:
+            raise ZooError(f"recipe for {self.dataset}: sizes, steps and lr must be positive, got {self}.")
+        if self.batch_size > self.n_train:
+            raise ZooError(f"recipe for {self.dataset}: batch_size {self.batch_size} exceeds n_train {self.n_train}.")
+        if len(self.seatbelt_hidden) != len(self.seatbelt_latents):
+            raise ZooError(f"recipe for {self.dataset}: seatbelt_hidden needs one size per entry of seatbelt_latents.")
+
+    def train_config(self, point: "Point") -> TrainConfig:
+        steps = point.steps if point.steps is not None else self.steps
+        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, seed=point.seed)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One model of the zoo. ``latent``/``layers`` None means the recipe's default (resolved by :meth:`resolve`)."""
+
+    family: str
+    dataset: str
+    beta: float = 1.0
+    latent: int | None = None
+    layers: int | None = None
+    seed: int = 0
+    steps: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "beta", float(self.beta))
+        if self.family not in FAMILIES:
+            raise ZooError(f"unknown family {self.family!r}; the zoo's families are {FAMILIES}.")
+        if self.dataset not in DATASETS:
+            raise ZooError(f"unknown dataset {self.dataset!r}; the zoo's datasets are {DATASETS}.")
+        if not self.beta >= 0:
+            raise ZooError(f"{self.family}: beta must be >= 0, got {self.beta}.")
+        if self.family == "vae" and self.beta != 1.0:
+            raise ZooError(f"the VAE is beta = 1, got beta={self.beta:g}; ask for 'beta-vae' or 'beta-tcvae' at that beta.")
+        if self.family in LAYERED and self.latent is not None:
+            raise ZooError(f"{self.family} takes layers=L (its sizes come from the recipe), not latent={self.latent}.")
+        if self.family not in LAYERED and self.layers is not None:
+            raise ZooError(f"{self.family} has one latent layer: give latent=, not layers={self.layers}; "
+                           "use family 'seatbelt' or 'chain' for depth.")
+        for name in ("latent", "layers", "steps"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ZooError(f"{name} must be a positive integer, got {value!r}.")
+
+    def resolve(self, recipe: Recipe) -> "Point":
+        """The canonical point: defaults filled in, and aliases of one model made one point.
+
+        The VAE (any family at beta = 1 with one layer) is the beta-TCVAE at beta = 1; a one-layer
+        Seatbelt or chain is the beta-TCVAE of the top layer's size; ``steps`` equal to the
+        recipe's is the recipe's model.
+        """
+        if self.steps == recipe.steps:
+            return replace(self, steps=None).resolve(recipe)
+        if self.family in LAYERED:
+            layers = self.layers if self.layers is not None else 4
+            if not 1 <= layers <= len(recipe.seatbelt_latents):
+                raise ZooError(f"{self.family}: layers must be in 1..{len(recipe.seatbelt_latents)} for the "
+                               f"{recipe.dataset} recipe's sizes {recipe.seatbelt_latents}, got {layers}.")
+            if layers == 1:
+                return Point("beta-tcvae", self.dataset, self.beta, recipe.seatbelt_latents[-1], None, self.seed,
+                             self.steps).resolve(recipe)
+            return replace(self, layers=layers)
+        latent = self.latent if self.latent is not None else recipe.latent
+        if self.family == "vae" or self.beta == 1.0:
+            return Point("beta-tcvae", self.dataset, 1.0, latent, None, self.seed, self.steps)
+        return replace(self, latent=latent)
+
+    @property
+    def label(self) -> str:
+        name = {"vae": "VAE", "beta-vae": "beta-VAE", "beta-tcvae": "beta-TCVAE", "seatbelt": "Seatbelt",
+                "chain": "chain"}[self.family]
+        if self.family == "beta-tcvae" and self.beta == 1.0:
+            name = "VAE"
+        size = f"L={self.layers}" if self.family in LAYERED else f"d={self.latent}"
+        steps = f" steps={self.steps}" if self.steps is not None else ""
+        return f"{name} beta={self.beta:g} {size} seed={self.seed}{steps}"
+
+
+@dataclass(frozen=True)
+class BatteryRequest:
+    """An attack battery against one zoo model, on held-out (``split="test"``) or training images.
+
+    ``pairs``: explicit (source, target) indices into the split (e.g. a heart and the same heart
+    rotated, Fig 4), else the protocol draws them. ``solver_options``: (name, value) pairs that
+    configure the solver (e.g. ``(("max_iter", 200),)``).
+    """
+
+    point: Point
+    protocol: AttackProtocol
+    solver: str = "batched"
+    attacks: tuple[str | Attack, ...] | None = None
+    split: str = "test"
+    keep_images: bool = True
+    solver_options: tuple[tuple[str, Any], ...] = ()
+    pairs: tuple[tuple[int, int], ...] | None = None
+
+    def __post_init__(self):
+        if self.pairs is not None:
+            object.__setattr__(self, "pairs", tuple((int(s), int(t)) for s, t in self.pairs))
+        object.__setattr__(self, "solver_options", tuple(tuple(o) for o in self.solver_options))
+        if self.split not in SPLITS:
+            raise ZooError(f"split must be one of {SPLITS}, got {self.split!r}.")
+        if self.solver not in SOLVERS:
+            raise ZooError(f"unknown solver {self.solver!r}; choose one of {tuple(SOLVERS)}.")
+        if self.attacks is not None:
+            object.__setattr__(self, "attacks", tuple(Attack.coerce(a) for a in self.attacks))
+
+
+@dataclass
+class Needs:
+    """What a chapter asks of the zoo: models to train and batteries to run (both deduplicated)."""
+
+    models: list[Point] = field(default_factory=list)
+    batteries: list[BatteryRequest] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.models = list(dict.fromkeys([*self.models, *(b.point for b in self.batteries)]))
+        self.batteries = list(dict.fromkeys(self.batteries))
+
+
+# ---------------------------------------------------------------------------------------------
+# recipes and data
+
+
+def params_root() -> Path:
+    """The ``params/`` folder: $SEATBELT_PARAMS, else the one of the repository this package sits in."""
+    if os.environ.get(PARAMS_ENV):
+        return Path(os.environ[PARAMS_ENV])
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "params").is_dir() and (parent / "_toc.yml").exists():
+            return parent / "params"
+    raise ZooError(f"no params/ folder found above {here}; set ${PARAMS_ENV} to the book's params directory.")
+
+
+@functools.lru_cache(maxsize=None)
+def _recipes(path: Path, mtime: float) -> dict[str, Recipe]:
+    content = yaml.safe_load(path.read_text()) or {}
+    datasets = content.get("datasets")
+    if not isinstance(datasets, dict):
+        raise ZooError(f"{path}: needs a mapping `datasets:` of dataset name to recipe.")
+    known = {f.name for f in fields(Recipe)} - {"dataset"}
+    shared = {k: v for k, v in content.items() if k != "datasets"}
+    recipes = {}
+    for name, values in datasets.items():
+        unknown = (set(values) | set(shared)) - known
+        if unknown:
+            raise ZooError(f"{path}: unknown recipe keys {sorted(unknown)} for {name}; known: {sorted(known)}.")
+        recipes[name] = Recipe(dataset=name, **{**shared, **values})
+    return recipes
+
+
+def recipe(profile: str, dataset: str) -> Recipe:
+    """The training recipe of ``dataset`` at ``profile`` (``params/<profile>/zoo.yaml``)."""
+    path = params_root() / profile / "zoo.yaml"
+    if not path.exists():
+        available = sorted(p.parent.name for p in params_root().glob("*/zoo.yaml"))
+        raise ZooError(f"profile {profile!r} has no zoo recipe ({path} is missing); profiles with one: {available}.")
+    recipes = _recipes(path, path.stat().st_mtime)
+    if dataset not in recipes:
+        raise ZooError(f"{path} has no recipe for {dataset!r}; it has {sorted(recipes)}.")
+    return recipes[dataset]
+
+
+@functools.lru_cache(maxsize=8)
+def _dataset(r: Recipe) -> tuple[Data, Data]:
+    """(train, test) for a recipe: a seeded random split without overlap (CIFAR-10: the official split)."""
+    n = r.n_train + r.n_test
+    if r.dataset == "cifar10":
+        return _sample(cifar10("train"), r.n_train), _sample(cifar10("test"), r.n_test)
+    if r.dataset == "dsprites":
+        full = dsprites(size=r.image_size or 64, n=n, seed=DATA_SEED)  # stored in index order: shuffle below
+    elif r.dataset == "swissroll":
+        full = swiss_roll(n=n, seed=DATA_SEED)
+    else:
+        full = celeba(size=r.image_size or 64)
+    if len(full) < n:
+        raise ZooError(f"the {r.dataset} recipe wants {n} images, the data has {len(full)}.")
+    order = torch.randperm(len(full), generator=torch.Generator().manual_seed(DATA_SEED))
+    return full.subset(order[: r.n_train]), full.subset(order[r.n_train : n])
+
+
+def _sample(data: Data, n: int) -> Data:
+    if n > len(data):
+        raise ZooError(f"the recipe wants {n} {data.name} images of split {data.meta.get('split')}, there are {len(data)}.")
+    if n == len(data):
+        return data
+    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(DATA_SEED))[:n].sort().values)
+
+
+def data(dataset: str, profile: str = "cpu", split: str = "train") -> Data:
+    """The images the zoo trains on (``split="train"``) or holds out for evaluation and attacks (``"test"``)."""
+    if split not in SPLITS:
+        raise ZooError(f"split must be one of {SPLITS}, got {split!r}.")
+    train, test = _dataset(recipe(profile, dataset))
+    return train if split == "train" else test
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def model_config(point: Point, r: Recipe, data_shape: tuple[int, ...]) -> ModelConfig:
+    """The architecture and objective of a (resolved) zoo point."""
+    net = "mlp" if len(data_shape) == 1 else "conv"
+    common = dict(beta=point.beta, data_shape=data_shape, net=net, mlp_hidden=r.mlp_hidden, tc_estimator=r.tc_estimator)
+    if point.family in LAYERED:
+        latents, hidden = seatbelt_sizes(point.layers, r.seatbelt_latents, r.seatbelt_hidden)
+        return ModelConfig(kind="seatbelt", objective="beta_tcvae", latent_sizes=latents, hidden_sizes=hidden,
+                           likelihood_layers="all" if point.family == "seatbelt" else "bottom",
+                           free_bits=r.free_bits, **common)
+    objective = "beta_vae" if point.family == "beta-vae" else "beta_tcvae"
+    return ModelConfig(kind="vae", objective=objective, latent_sizes=(point.latent,), **common)
+
+
+def _prepare(point: Point, profile: str) -> tuple[Point, Recipe, ModelConfig, Data]:
+    r = recipe(profile, point.dataset)
+    point = point.resolve(r)
+    train = data(point.dataset, profile, "train")
+    return point, r, model_config(point, r, train.item_shape), train
+
+
+def get(point: Point, profile: str = "cpu", *, device=None, cache_dir=None) -> Trained:
+    """The trained model of ``point`` at ``profile``: from the cache, or trained (then cached)."""
+    point, r, config, train = _prepare(point, profile)
+    return fit(config, train, r.train_config(point), cache_dir=cache_dir, device=device)
+
+
+def model(family: str, dataset: str, *, beta: float = 1.0, latent: int | None = None, layers: int | None = None,
+          seed: int = 0, profile: str = "cpu", device=None, cache_dir=None) -> Trained:
+    """``get(Point(family, dataset, beta, latent, layers, seed), profile)``."""
+    return get(Point(family, dataset, beta, latent, layers, seed), profile, device=device, cache_dir=cache_dir)
+
+
+def is_cached(point: Point, profile: str = "cpu", *, cache_dir=None) -> bool:
+    point, r, config, train = _prepare(point, profile)
+    path, _ = cache_entry(config, train, r.train_config(point), cache_dir)
+    return (path / "meta.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# attack batteries
+
+
+def _battery_entry(request: BatteryRequest, profile: str, trained: Trained, cache_dir) -> tuple[Path, dict[str, Any], Data]:
+    attacked = data(request.point.dataset, profile, request.split)
+    solver = _solver(request)
+    meta = {
+        "model": trained.path.name if trained.path is not None else None,
+        "protocol": asdict(request.protocol),
+        "attacks": [asdict(a) for a in (request.attacks or request.protocol.attacks)],
+        "solver": solver.name,
+        "solver_config": asdict(solver) if is_dataclass(solver) else {},
+        "data": cache.data_identity(attacked),
+        "keep_images": request.keep_images,
+        "pairs": request.pairs,
+        "code": cache.code_digest(ATTACK_SOURCES),
+    }
+    meta = json.loads(json.dumps(meta, default=str))
+    return cache.cache_root(cache_dir) / "batteries" / cache.config_key(meta), meta, attacked
+
+
+def _solver(request: BatteryRequest):
+    return SOLVERS[request.solver](**dict(request.solver_options))
+
+
+def battery(point_or_request: Point | BatteryRequest, protocol: AttackProtocol | None = None, *, profile: str = "cpu",
+            solver: str = "batched", attacks=None, split: str = "test", keep_images: bool = True,
+            solver_options: dict[str, Any] | None = None, device=None, cache_dir=None) -> AttackResults:
+    """The attack results of a battery against a zoo model: from the cache, or run (then cached).
+
+    Give a :class:`BatteryRequest`, or a :class:`Point` and a protocol with the request's options.
+    The frame's ``model`` column is the point's label.
+    """
+    if isinstance(point_or_request, BatteryRequest):
+        request = point_or_request
+    else:
+        if protocol is None:
+            raise ZooError("battery(point, protocol): give the AttackProtocol to run.")
+        request = BatteryRequest(point_or_request, protocol, solver, attacks, split, keep_images,
+                                 tuple(sorted((solver_options or {}).items())))
+    r = recipe(profile, request.point.dataset)
+    request = replace(request, point=request.point.resolve(r))
+    trained = get(request.point, profile, device=device, cache_dir=cache_dir)
+    path, meta, attacked = _battery_entry(request, profile, trained, cache_dir)
+    hit = cache.cached_object(path, meta)
+    if isinstance(hit, AttackResults):
+        return hit
+    pairs = np.asarray(request.pairs, dtype=np.int64) if request.pairs is not None else None
+    results = run_battery(trained.model, attacked, request.protocol, attacks=request.attacks, solver=_solver(request),
+                          name=request.point.label, pairs=pairs, keep_images=request.keep_images)
+    cache.save_object(path, results, meta)
+    return results
+
+
+def battery_is_cached(request: BatteryRequest, profile: str = "cpu", *, cache_dir=None) -> bool:
+    r = recipe(profile, request.point.dataset)
+    request = replace(request, point=request.point.resolve(r))
+    if not is_cached(request.point, profile, cache_dir=cache_dir):
+        return False
+    trained = get(request.point, profile, cache_dir=cache_dir)
+    path, _, _ = _battery_entry(request, profile, trained, cache_dir)
+    return (path / "meta.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# cost estimates (the plan)
+
+
+def training_minutes(point: Point, profile: str) -> float:
+    """Estimated minutes to train ``point``: images seen over the recipe's measured images/s."""
+    r = recipe(profile, point.dataset)
+    point = point.resolve(r)
+    depth = 1 + 0.06 * (point.layers or 1)  # a Seatbelt of L = 4 costs about +24% (bench/train_throughput.py)
+    return r.train_config(point).steps * r.batch_size / r.images_per_s * depth / 60
+
+
+def battery_minutes(request: BatteryRequest, profile: str) -> float:
+    """Estimated minutes of a battery: problems x evaluations per problem x the recipe's cost of one."""
+    r = recipe(profile, request.point.dataset)
+    protocol = request.protocol
+    attacks = request.attacks or protocol.attacks
+    n_pairs = len(request.pairs) if request.pairs is not None else protocol.n_pairs
+    problems = n_pairs * len(protocol.lambda_values()) * len(attacks)
+    solver = _solver(request)
+    evaluations = min(getattr(solver, "max_evals", 1000), 1.2 * getattr(solver, "max_iter", 1000))
+    return problems * evaluations * r.attack_eval_ms / 1000 / 60
