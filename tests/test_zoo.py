@@ -185,3 +185,12 @@ def _defaults(name: str) -> dict:
     from seatbelt.book import params as P
 
     return {k: d.default for k, d in P.declared_parameters(ROOT / "book" / f"{name}.ipynb").items()}
+
+
+def test_the_recipe_digest_follows_results_not_cost_estimates(tiny):
+    path = Path(zoo.params_root()) / "tiny" / "zoo.yaml"
+    before = zoo.recipes_digest("tiny")
+    path.write_text(TINY.replace("mlp_hidden: 8", "mlp_hidden: 8\n    images_per_s: 123"))
+    assert zoo.recipes_digest("tiny") == before  # a cost estimate re-runs no chapter
+    path.write_text(TINY.replace("steps: 3", "steps: 4"))
+    assert zoo.recipes_digest("tiny") != before

@@ -228,7 +228,7 @@ def params_root() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _recipes(path: Path, mtime: float) -> dict[str, Recipe]:
+def _recipes(path: Path, mtime: int) -> dict[str, Recipe]:
     content = yaml.safe_load(path.read_text()) or {}
     datasets = content.get("datasets")
     if not isinstance(datasets, dict):
@@ -250,10 +250,23 @@ def recipe(profile: str, dataset: str) -> Recipe:
     if not path.exists():
         available = sorted(p.parent.name for p in params_root().glob("*/zoo.yaml"))
         raise ZooError(f"profile {profile!r} has no zoo recipe ({path} is missing); profiles with one: {available}.")
-    recipes = _recipes(path, path.stat().st_mtime)
+    recipes = _recipes(path, path.stat().st_mtime_ns)
     if dataset not in recipes:
         raise ZooError(f"{path} has no recipe for {dataset!r}; it has {sorted(recipes)}.")
     return recipes[dataset]
+
+
+COST_FIELDS = ("images_per_s", "attack_eval_ms")  # estimates for the plan; they change no result
+
+
+def recipes_digest(profile: str) -> str:
+    """A hash of what ``params/<profile>/zoo.yaml`` sets that changes results (not the cost estimates)."""
+    path = params_root() / profile / "zoo.yaml"
+    if not path.exists():
+        return ""
+    recipes = _recipes(path, path.stat().st_mtime_ns)
+    payload = {name: {k: v for k, v in asdict(r).items() if k not in COST_FIELDS} for name, r in recipes.items()}
+    return cache.config_key(payload)
 
 
 @functools.lru_cache(maxsize=8)

@@ -8,8 +8,9 @@ Layout of one profile's build, ``_build/<profile>/``:
     stamps/    one JSON per chapter: the key of the inputs it last ran with, and its time
     html/      the rendered book (see :mod:`seatbelt.book.render`; open html/index.html)
 
-A chapter's key hashes its source notebook, its final parameters, the profile and the
-library's sources (every ``*.py`` under ``seatbelt/``). An unchanged key with its executed
+A chapter's key hashes its source notebook, its final parameters, the profile, the zoo's recipe
+of the profile (``params/<profile>/zoo.yaml``, less its cost estimates) and the library's sources
+(every ``*.py`` under ``seatbelt/``). An unchanged key with its executed
 notebook present means the chapter is not re-executed; the scorecard's key also covers the
 claim checks it reads. Trained models come from the model cache of
 :func:`seatbelt.training.fit`, so an interrupted build resumes cheaply.
@@ -208,7 +209,12 @@ def run(root: Path, profile: str, *, force: bool = False, only: tuple[str, ...] 
 
 
 def _key(root: Path, job: Job, profile: str, library: str) -> str:
-    extra = claims_digest(results_dir(root, profile)) if job.entry == SCORECARD else ""
+    if job.entry == SCORECARD:
+        extra = claims_digest(results_dir(root, profile))
+    else:  # the zoo's recipe trains the chapter's models: a new recipe is a new chapter
+        from .. import zoo
+
+        extra = zoo.recipes_digest(job.params.get("profile", profile))
     return chapter_key(job.source, job.params, profile, library, extra)
 
 
