@@ -42,39 +42,35 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
     """One row per model and battery of each chapter: whether it is cached, and the minutes it costs."""
     rows, seen = [], set()
     for job, needs in needs_of(root, profile):
-        chapter_profile = job.params.get("profile", profile)
+        chapter, chapter_profile = P.chapter_name(job.entry), job.params.get("profile", profile)
+        items = [("model", p, p.resolve(zoo.recipe(chapter_profile, p.dataset))) for p in needs.models]
+        items += [("battery", b, replace(b, point=b.point.resolve(zoo.recipe(chapter_profile, b.point.dataset))))
+                  for b in needs.batteries]
         mine = set()  # two requests of one chapter may name one model (the VAE is the beta-TCVAE at beta = 1)
-        for point in needs.models:
-            key = ("model", chapter_profile, point.resolve(zoo.recipe(chapter_profile, point.dataset)))
+        for kind, request, resolved in items:
+            key = (kind, chapter_profile, resolved)
             if key in mine:
                 continue
             mine.add(key)
             shared = key in seen
             seen.add(key)
-            cached = zoo.is_cached(point, chapter_profile, cache_dir=cache_dir)
-            minutes = 0.0 if cached or shared else zoo.training_minutes(point, chapter_profile)
-            rows.append({"chapter": P.chapter_name(job.entry), "kind": "model", "what": point.label,
-                         "dataset": point.dataset, "state": "cached" if cached else ("shared" if shared else "to train"),
-                         "minutes": minutes})
-        for request in needs.batteries:
-            resolved = replace(request, point=request.point.resolve(zoo.recipe(chapter_profile, request.point.dataset)))
-            key = ("battery", chapter_profile, resolved)
-            if key in mine:
-                continue
-            mine.add(key)
-            shared = key in seen
-            seen.add(key)
-            cached = zoo.battery_is_cached(request, chapter_profile, cache_dir=cache_dir)
-            minutes = 0.0 if cached or shared else zoo.battery_minutes(request, chapter_profile)
-            attacks = ",".join(a.kind + ("" if a.layers == "all" else f"[{a.layers}]")
-                               for a in (request.attacks or request.protocol.attacks))
-            n_pairs = len(request.pairs) if request.pairs is not None else request.protocol.n_pairs
-            what = f"{attacks} x {n_pairs} pairs x {len(request.protocol.lambda_values())} lambdas: {request.point.label}"
-            rows.append({"chapter": P.chapter_name(job.entry), "kind": "battery", "what": what,
-                         "dataset": request.point.dataset, "state": "cached" if cached else ("shared" if shared else "to run"),
-                         "minutes": minutes})
-    columns = ["chapter", "kind", "what", "dataset", "state", "minutes"]
-    return pd.DataFrame(rows, columns=columns)
+            if kind == "model":
+                cached = zoo.is_cached(request, chapter_profile, cache_dir=cache_dir)
+                cost, what, todo = zoo.training_minutes, request.label, "to train"
+            else:
+                cached = zoo.battery_is_cached(request, chapter_profile, cache_dir=cache_dir)
+                cost, what, todo = zoo.battery_minutes, _battery_label(request), "to run"
+            rows.append({"chapter": chapter, "kind": kind, "what": what, "dataset": resolved.dataset if kind == "model"
+                         else resolved.point.dataset, "state": "cached" if cached else ("shared" if shared else todo),
+                         "minutes": 0.0 if cached or shared else cost(request, chapter_profile)})
+    return pd.DataFrame(rows, columns=["chapter", "kind", "what", "dataset", "state", "minutes"])
+
+
+def _battery_label(request: zoo.BatteryRequest) -> str:
+    attacks = ",".join(a.kind + ("" if a.layers == "all" else f"[{a.layers}]")
+                       for a in (request.attacks or request.protocol.attacks))
+    n_pairs = len(request.pairs) if request.pairs is not None else request.protocol.n_pairs
+    return f"{attacks} x {n_pairs} pairs x {len(request.protocol.lambda_values())} lambdas: {request.point.label}"
 
 
 def minutes_by_chapter(plan: pd.DataFrame) -> dict[str, float]:
