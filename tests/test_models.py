@@ -163,3 +163,19 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="kind='seatbelt'"):
         SeatbeltVAE(ModelConfig())
     assert type(build_model(ModelConfig())) is VAE
+
+
+def test_log_variances_are_bounded_so_a_runaway_net_cannot_overflow_the_loss():
+    config = ModelConfig(kind="seatbelt", latent_sizes=(6, 4, 2), hidden_sizes=(8, 8), data_shape=(5,), net="mlp",
+                         mlp_hidden=8, dataset_size=64, beta=4)
+    torch.manual_seed(0)
+    model = build_model(config).train()
+    with torch.no_grad():  # a net gone wild: every output scaled far beyond any sensible log-variance
+        for module in [*model.posterior_heads, *model.prior_nets]:
+            for p in module.parameters():
+                p.mul_(1e4)
+    x = torch.rand(16, 5) * 2 - 1
+    enc = model.encode(x, sample=True)
+    assert all(q.logvar.abs().max() <= 10 for q in enc.posteriors)
+    assert all(model.prior(i, enc.z[i + 1]).logvar.abs().max() <= 10 for i in range(2))
+    assert torch.isfinite(model.loss(x).total)
