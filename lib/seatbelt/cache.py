@@ -144,10 +144,7 @@ def load_object(path: str | os.PathLike, expected_meta: dict[str, Any] | None = 
     """Read and verify what :func:`save_object` wrote; raise :class:`CorruptCheckpoint` if it cannot be trusted."""
     path = Path(path)
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        if _file_sha256(path / "object.pt") != meta["object_sha256"]:
-            raise CorruptCheckpoint(f"{path}/object.pt does not match the checksum recorded in meta.json")
-        _check_meta(path, meta, expected_meta)
+        _verified_meta(path, "object", expected_meta)
         # our own cache (the checksum above guards against damage); results hold DataFrames, so not weights-only
         return torch.load(path / "object.pt", map_location="cpu", weights_only=False)
     except CorruptCheckpoint:
@@ -168,11 +165,16 @@ def cached_object(path: Path, expected_meta: dict[str, Any]) -> Any | None:
         return None
 
 
-def _check_meta(path: Path, meta: dict[str, Any], expected_meta: dict[str, Any] | None) -> None:
+def _verified_meta(path: Path, stem: str, expected_meta: dict[str, Any] | None) -> dict[str, Any]:
+    """meta.json of an entry whose ``<stem>.pt`` matches its recorded checksum and whose meta matches."""
+    meta = json.loads((path / "meta.json").read_text())
+    if _file_sha256(path / f"{stem}.pt") != meta[f"{stem}_sha256"]:
+        raise CorruptCheckpoint(f"{path}/{stem}.pt does not match the checksum recorded in meta.json")
     if expected_meta is not None:
         recorded = {k: meta.get(k) for k in expected_meta}
         if json.loads(json.dumps(expected_meta, default=str)) != recorded:
             raise CorruptCheckpoint(f"{path} was written for another configuration")
+    return meta
 
 
 def load_checkpoint(path: str | os.PathLike, expected_meta: dict[str, Any] | None = None,
@@ -180,10 +182,7 @@ def load_checkpoint(path: str | os.PathLike, expected_meta: dict[str, Any] | Non
     """Read and verify a checkpoint; raise :class:`CorruptCheckpoint` if it cannot be trusted."""
     path = Path(path)
     try:
-        meta = json.loads((path / "meta.json").read_text())
-        if _file_sha256(path / "model.pt") != meta["model_sha256"]:
-            raise CorruptCheckpoint(f"{path}/model.pt does not match the checksum recorded in meta.json")
-        _check_meta(path, meta, expected_meta)
+        meta = _verified_meta(path, "model", expected_meta)
         config = ModelConfig.from_dict(meta["model_config"])
         model = build_model(config)
         model.load_state_dict(torch.load(path / "model.pt", map_location=device, weights_only=True))
