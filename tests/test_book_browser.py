@@ -136,8 +136,8 @@ def test_a_missing_browser_named_by_chromium_is_an_error(monkeypatch):
 
 @needs_chromium
 def test_chromium_records_requests_layout_and_typeset_maths(tmp_path):
-    """One browser, three pages: scripts ran, an external request is recorded (and fails, offline),
-    a wide table is measured, and MathJax from the site itself typesets the maths."""
+    """One browser, a few pages: scripts ran, an external request is recorded (and fails, offline),
+    a wide table and a wide equation are measured, and MathJax from the site itself typesets the maths."""
     assets = render.mathjax_assets()
     (tmp_path / "mathjax" / "output" / "chtml").mkdir(parents=True)
     shutil.copy(assets / "tex-chtml.js", tmp_path / "mathjax")
@@ -151,6 +151,9 @@ def test_chromium_records_requests_layout_and_typeset_maths(tmp_path):
         "maths.html": ('<main><article><p>the loss <span class="math notranslate nohighlight">\\(\\Delta_{KL}\\)</span>'
                        '</p><div class="math notranslate nohighlight">\\[ \\lambda \\lVert d \\rVert^2 \\]</div>'
                        '</article></main><script defer src="mathjax/tex-chtml.js"></script>'),
+        "wide_maths.html": ('<main><article style="width: 300px"><div class="math notranslate nohighlight">\\['
+                            + " + ".join(f"x_{{{i}}}" for i in range(60)) + '\\]</div></article></main>'
+                            '<script defer src="mathjax/tex-chtml.js"></script>'),
     }
     for name, body in pages.items():
         (tmp_path / name).write_text(f"<html><head></head><body>{body}</body></html>")
@@ -164,6 +167,8 @@ def test_chromium_records_requests_layout_and_typeset_maths(tmp_path):
     assert views["maths.html"].failed == ()
     assert browser.check_page(views["maths.html"], tmp_path / "maths.html", None, "x", site=tmp_path) == []
     assert "<mjx-container" in views["maths.html"].dom
+    assert views["maths.html"].wide == ()
+    assert len(views["wide_maths.html"].wide) == 1 and "mjx-container" in views["wide_maths.html"].wide[0]
 
 
 def test_without_a_browser_the_build_skips_the_check_in_one_line(tmp_path, monkeypatch, capsys):

@@ -165,7 +165,9 @@ class Point:
                 "chain": "chain"}[self.family]
         if self.family == "beta-tcvae" and self.beta == 1.0:
             name = "VAE"
-        size = f"L={self.layers}" if self.family in LAYERED else f"d={self.latent}"
+        size = self.layers if self.family in LAYERED else self.latent
+        # an unresolved point takes its size from the recipe (Point.resolve fills it in)
+        size = f"{'L' if self.family in LAYERED else 'd'}={'recipe' if size is None else size}"
         steps = f" steps={self.steps}" if self.steps is not None else ""
         return f"{name} beta={self.beta:g} {size} seed={self.seed}{steps}"
 

@@ -10,7 +10,8 @@ Every page of the toc must:
   ``\\[`` or ``$$`` is left in the visible text (code blocks aside);
 - make no request outside the site: every URL the page asks for while loading is a file under
   the site's folder (or inline data); a file under it that fails to load is a problem too;
-- keep its tables and code boxes within the text column at a 1280-pixel-wide window;
+- keep its tables, code boxes and displayed equations within the text column at a
+  1280-pixel-wide window;
 - contain none of the build machine's absolute paths (:func:`machine_paths`).
 
 How requests are recorded: Chromium runs headless with ``--remote-debugging-pipe`` and this
@@ -71,7 +72,8 @@ ASSET_ATTRIBUTES = {"script": ("src",), "link": ("href",), "img": ("src", "srcse
 LOCAL_SCHEMES = ("data", "blob", "about")
 
 # After the load event: wait for MathJax's first typesetting (at most 30 s), then report the DOM
-# and every table or code box wider than the article's text column.
+# and every table, code box or displayed equation wider than the article's text column (MathJax
+# clips or scrolls a wide equation, so the reader sees it cut off).
 SETTLE = r"""(async () => {
   const mj = window.MathJax;
   if (mj && mj.startup && mj.startup.promise) {
@@ -80,7 +82,7 @@ SETTLE = r"""(async () => {
   const column = document.querySelector("article") || document.querySelector("main") || document.body;
   const right = column.getBoundingClientRect().right + 1;
   const wide = [];
-  for (const el of column.querySelectorAll("table, pre")) {
+  for (const el of column.querySelectorAll("table, pre, mjx-container[display='true']")) {
     if (el.offsetParent === null) continue;  // folded away (hidden input): not shown
     const box = el.getBoundingClientRect();
     if (box.right > right || el.scrollWidth > el.clientWidth + 1) {

@@ -56,10 +56,10 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
             seen.add(key)
             if kind == "model":
                 cached = zoo.is_cached(request, chapter_profile, cache_dir=cache_dir)
-                cost, what, todo = zoo.training_minutes, request.label, "to train"
+                cost, what, todo = zoo.training_minutes, resolved.label, "to train"
             else:
                 cached = zoo.battery_is_cached(request, chapter_profile, cache_dir=cache_dir)
-                cost, what, todo = zoo.battery_minutes, _battery_label(request), "to run"
+                cost, what, todo = zoo.battery_minutes, _battery_label(resolved), "to run"
             rows.append({"chapter": chapter, "kind": kind, "what": what, "dataset": resolved.dataset if kind == "model"
                          else resolved.point.dataset, "state": "cached" if cached else ("shared" if shared else todo),
                          "minutes": 0.0 if cached or shared else cost(request, chapter_profile)})
