@@ -112,8 +112,9 @@ def main() -> None:
             rows.append({"size": f"{size}x{size}", "model": name, "s/step": round(s, 3),
                          "images/s": round(args.batch / s), "overhead vs VAE": f"{s / base - 1:+.1%}"})
         overhead = seconds["beta-TCVAE (MWS)"] / base - 1
-        goals.append({"goal": f"{size}x{size}: TC overhead, d_z 10", "target": f"<= {TC_OVERHEAD_GOAL:.0%}",
-                      "measured": f"{overhead:+.1%}", "met": overhead <= TC_OVERHEAD_GOAL})
+        if size != 32:  # at 32x32 the table against d_z below measures it
+            goals.append({"goal": f"{size}x{size}: TC overhead, d_z 10", "target": f"<= {TC_OVERHEAD_GOAL:.0%}",
+                          "measured": f"{overhead:+.1%}", "met": overhead <= TC_OVERHEAD_GOAL})
     print(f"batch {args.batch}, median of {args.steps} steps, {args.threads} threads, torch {torch.__version__}")
     print(pd.DataFrame(rows).to_string(index=False))
     if not any("pythae" in r["model"] for r in rows):
