@@ -165,11 +165,10 @@ class Point:
                 "chain": "chain"}[self.family]
         if self.family == "beta-tcvae" and self.beta == 1.0:
             name = "VAE"
-        size = self.layers if self.family in LAYERED else self.latent
-        # an unresolved point takes its size from the recipe (Point.resolve fills it in)
-        size = f"{'L' if self.family in LAYERED else 'd'}={'recipe' if size is None else size}"
+        letter, size = ("L", self.layers) if self.family in LAYERED else ("d", self.latent)
+        size = "recipe" if size is None else size  # unresolved: Point.resolve takes it from the recipe
         steps = f" steps={self.steps}" if self.steps is not None else ""
-        return f"{name} beta={self.beta:g} {size} seed={self.seed}{steps}"
+        return f"{name} beta={self.beta:g} {letter}={size} seed={self.seed}{steps}"
 
 
 @dataclass(frozen=True)

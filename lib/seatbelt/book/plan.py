@@ -60,8 +60,9 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
             else:
                 cached = zoo.battery_is_cached(request, chapter_profile, cache_dir=cache_dir)
                 cost, what, todo = zoo.battery_minutes, _battery_label(resolved), "to run"
-            rows.append({"chapter": chapter, "kind": kind, "what": what, "dataset": resolved.dataset if kind == "model"
-                         else resolved.point.dataset, "state": "cached" if cached else ("shared" if shared else todo),
+            dataset = (resolved if kind == "model" else resolved.point).dataset
+            rows.append({"chapter": chapter, "kind": kind, "what": what, "dataset": dataset,
+                         "state": "cached" if cached else ("shared" if shared else todo),
                          "minutes": 0.0 if cached or shared else cost(request, chapter_profile)})
     return pd.DataFrame(rows, columns=["chapter", "kind", "what", "dataset", "state", "minutes"])
 
