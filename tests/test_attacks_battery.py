@@ -188,7 +188,7 @@ def test_bad_input_is_refused_before_optimising(make, error, match):
         make(tiny_model("vae"), tiny_data())
 
 
-@pytest.mark.parametrize("name", ["batched", "batched-fast", "scipy"])
+@pytest.mark.parametrize("name", ["batched", "batched-fast", "batched-two-starts", "scipy"])
 def test_solvers_by_name(name):
     model = LinearGaussian().eval()
     g = torch.Generator().manual_seed(0)

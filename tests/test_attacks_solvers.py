@@ -8,8 +8,9 @@ import torch
 from seatbelt.attacks import Attack, AttackObjective, BatchedLBFGSB, ScipyLBFGSB, start_distortions
 from test_attacks_toymodels import LinearGaussian, random_pairs
 
-SOLVERS = [ScipyLBFGSB(), BatchedLBFGSB(), BatchedLBFGSB(memory_mb=1e-3, share_lambda_path=False)]
-IDS = ["scipy", "batched", "batched-2-slots"]
+SOLVERS = [ScipyLBFGSB(), BatchedLBFGSB(), BatchedLBFGSB(memory_mb=1e-3, share_lambda_path=False),
+           BatchedLBFGSB(starts=("source", "target"))]
+IDS = ["scipy", "batched", "batched-2-slots", "batched-2-starts"]
 LAMBDAS = (1e-3, 0.1, 1.0, 10.0)
 
 
@@ -193,3 +194,33 @@ def test_batched_needs_about_as_many_iterations_as_scipy_when_the_box_binds():
     assert batched.iterations.sum() <= 2 * reference.iterations.sum()
     reached, ref_reached = objective(batched.d)[0], objective(reference.d)[0]
     assert bool((reached <= 1.01 * ref_reached + 1e-6).all())
+
+
+def test_each_problem_keeps_the_better_of_its_two_starts_and_pays_for_both():
+    model = LinearGaussian(latent_sizes=(3, 2), seed=15, linear_logvar=True).eval().requires_grad_(False)
+    x, x_t = random_pairs(3, seed=16)
+    lambdas = (0.0, 1e-3, 0.1, 10.0)
+    one = {s: solve(BatchedLBFGSB(max_iter=3, starts=(s,), share_lambda_path=False), model, Attack("kl"), x, x_t, lambdas)
+           for s in ("source", "target")}
+    objective, both = solve(BatchedLBFGSB(max_iter=3, starts=("source", "target"), share_lambda_path=False),
+                            model, Attack("kl"), x, x_t, lambdas)
+    values = {s: objective(result.d)[0] for s, (_, result) in one.items()}
+    torch.testing.assert_close(objective(both.d)[0], torch.minimum(values["source"], values["target"]))
+    assert bool((values["target"] < values["source"]).any()) and bool((values["source"] < values["target"]).any()), \
+        "the test case must have problems won by each start"
+    assert (both.evaluations == one["source"][1].evaluations + one["target"][1].evaluations).all()
+
+
+def test_the_target_start_solves_the_unpenalised_attack_at_once():
+    """At lambda = 0 the target itself is a global optimum of a latent attack: r(q(z|x_t), q(z|x_t)) = 0."""
+    model = LinearGaussian(latent_sizes=(3,), seed=17).eval().requires_grad_(False)
+    x, x_t = random_pairs(2, seed=18)
+    objective, result = solve(BatchedLBFGSB(starts=("target",)), model, Attack("kl"), x, x_t, (0.0,))
+    torch.testing.assert_close(result.d, x_t - x)
+    assert (result.evaluations == 1).all()
+
+
+@pytest.mark.parametrize("starts", [(), ("target", "target"), ("zero",)])
+def test_unknown_or_repeated_starts_are_refused(starts):
+    with pytest.raises(ValueError, match="starts must be distinct names"):
+        BatchedLBFGSB(starts=starts)

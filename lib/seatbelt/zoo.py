@@ -176,8 +176,10 @@ class BatteryRequest:
     """An attack battery against one zoo model, on held-out (``split="test"``) or training images.
 
     ``pairs``: explicit (source, target) indices into the split (e.g. a heart and the same heart
-    rotated, Fig 4), else the protocol draws them. ``solver_options``: (name, value) pairs that
-    configure the solver (e.g. ``(("max_iter", 200),)``).
+    rotated, Fig 4), else the protocol draws them. ``solver``: a name of
+    :data:`seatbelt.attacks.battery.SOLVERS` (the chapters use ``"batched"``;
+    ``"batched-two-starts"`` also starts every problem at the target). ``solver_options``:
+    (name, value) pairs that configure the solver (e.g. ``(("max_iter", 200),)``).
     """
 
     point: Point

@@ -38,6 +38,17 @@ problems in lock-step rounds of one evaluation each:
   for at most ``polish_iter`` iterations, and keeps the lower envelope at the end. This is the
   warm start along the lambda path; it needs no ordering of the lambdas, so all of them still
   run in one batch. (The paper-faithful reference solves every problem on its own.)
+* starts (``starts``): every problem from the protocol's start near the source (``"source"``)
+  and, optionally, from the target itself (``"target"``, d = x_t - x, inside the box since x_t
+  is a data point). At lambda = 0 the target is an exact optimum of a latent attack; at small
+  lambda it starts where the source start only arrives after hundreds of iterations. Each start
+  is its own row of the stack, in the same lambda-path group, and each problem keeps its best
+  row; its cost is the work of all its rows. With ``race_iter`` > 0 the starts race that many
+  iterations and only each problem's leader goes on.
+* evaluations: by default (``inference_copy``) the solver evaluates a copy of the model with
+  BatchNorm folded into the layer before it and channels-last convolutions
+  (:mod:`.inference`), the same function up to float rounding; the battery measures every
+  reported number on the model itself.
 """
 
 from __future__ import annotations
@@ -51,9 +62,11 @@ import torch
 from torch import Tensor
 
 from .. import progress
+from .inference import inference_copy
 from .objectives import AttackObjective
 from .solvers import SolveResult
 
+STARTS = ("source", "target")
 RUNNING, PGTOL, FTOL, STALLED, MAX_ITER, MAX_EVALS, LINE_SEARCH, NON_FINITE = range(8)
 MESSAGES = {
     PGTOL: "converged: projected gradient <= pgtol",
@@ -87,11 +100,24 @@ class BatchedLBFGSB:
     stall_atol: float = 0.0
     share_lambda_path: bool = True
     polish_iter: int = 50
+    starts: tuple[str, ...] = ("source",)
+    race_iter: int = 0
+    inference_copy: bool = True
     memory_mb: float = 2048.0
+
+    def __post_init__(self):
+        unknown = [s for s in self.starts if s not in STARTS]
+        if unknown or not self.starts or len(set(self.starts)) != len(self.starts):
+            raise ValueError(f"starts must be distinct names from {STARTS}, e.g. ('source', 'target'); got {self.starts}.")
+        object.__setattr__(self, "starts", tuple(self.starts))
 
     @property
     def name(self) -> str:
-        return "batched-fast" if self.stall_window > 0 else "batched"
+        if self.starts == ("source",):
+            return "batched-fast" if self.stall_window > 0 else "batched"
+        if len(self.starts) == 2 and self.stall_window > 0 and self.race_iter > 0:
+            return "batched-two-starts"
+        return f"{'batched-fast' if self.stall_window > 0 else 'batched'}[{'+'.join(self.starts)}]"
 
     @classmethod
     def fast(cls, **changes) -> "BatchedLBFGSB":
@@ -105,19 +131,45 @@ class BatchedLBFGSB:
         """
         return cls(**{"stall_window": 20, "stall_rtol": 1e-4, "stall_atol": 1e-6, **changes})
 
+    @classmethod
+    def two_starts(cls, **changes) -> "BatchedLBFGSB":
+        """Start at the source and at the target, race 20 iterations, go on with the leader.
+
+        The target start (x + d = x_t) is the exact optimum at lambda = 0 and a far better start
+        than the source at small lambda, where the stall rule alone stops short (:meth:`fast`);
+        the race keeps the cost of the second start to 20 iterations. The stall rule is looser
+        than :meth:`fast`'s (1e-3 |f| over 20 iterations): with the better start it still ends
+        below the reference at small lambda. bench/attacks.py measures it against the scipy
+        reference and against issue 13's goal.
+        """
+        return cls.fast(**{"starts": ("source", "target"), "race_iter": 20, "stall_rtol": 1e-3, **changes})
+
     def solve(self, objective: AttackObjective, d0: Tensor) -> SolveResult:
         n_problems, shape = len(objective), d0.shape[1:]
-        run = _Run(self, objective, d0.flatten(1))
-        run.minimise(torch.arange(n_problems, device=d0.device), self.max_iter)
+        if self.inference_copy:
+            objective = objective.with_model(inference_copy(objective.model))
+        begins = {"source": d0, "target": objective.targets - objective.sources}
+        run = _Run(self, objective, torch.cat([begins[s].flatten(1) for s in self.starts]))
+        everyone = torch.arange(len(run.d), device=d0.device)
+        if len(self.starts) > 1 and 0 < self.race_iter < self.max_iter:
+            run.minimise(everyone, self.race_iter)
+            leading = run.f.view(len(self.starts), n_problems).argmin(0) * n_problems + everyone[:n_problems]
+            run.minimise(leading[run.status[leading] == MAX_ITER], self.max_iter - self.race_iter)
+        else:
+            run.minimise(everyone, self.max_iter)
         if self.share_lambda_path and objective.groups is not None:
             adopted = run.adopt_best_of_path()
             if len(adopted) and self.polish_iter > 0:
                 run.minimise(adopted, self.polish_iter)
                 run.adopt_best_of_path()
-        status = [MESSAGES[int(code)] for code in run.status.cpu()]
+        # each problem keeps its best start; the work of all its starts is its cost
+        copies = run.f.view(len(self.starts), n_problems)
+        best = copies.argmin(0) * n_problems + torch.arange(n_problems, device=d0.device)
+        total = lambda t: t.view(len(self.starts), n_problems).sum(0).cpu().numpy()  # noqa: E731
+        status = [MESSAGES[int(code)] for code in run.status[best].cpu()]
         return SolveResult(
-            run.d.view(n_problems, *shape), run.iterations.cpu().numpy(), run.evaluations.cpu().numpy(),
-            run.seconds.cpu().numpy(), status,
+            run.d[best].view(n_problems, *shape), total(run.iterations), total(run.evaluations),
+            total(run.seconds), status,
         )
 
 
@@ -128,7 +180,13 @@ class _Run:
         self.cfg, self.objective = config, objective
         n_problems, n = start.shape
         device, dtype = start.device, start.dtype
-        self.lower, self.upper = objective.lower.flatten(1), objective.upper.flatten(1)
+        # row q of the stack is problem q % P from start q // P
+        copies = n_problems // len(objective)
+        self.problem_of = torch.arange(n_problems, device=device) % len(objective)
+        self.item_shape = objective.sources.shape[1:]
+        self.lower, self.upper = objective.lower.flatten(1).repeat(copies, 1), objective.upper.flatten(1).repeat(copies, 1)
+        self.lambdas = objective.lambdas.repeat(copies)
+        self.groups = objective.groups.repeat(copies) if objective.groups is not None else None
         self.d = torch.clamp(start, self.lower, self.upper)
         self.f = torch.full((n_problems,), float("inf"), dtype=dtype, device=device)
         self.divergence = torch.full_like(self.f, float("inf"))
@@ -167,7 +225,7 @@ class _Run:
         d = st.d[a]
         trial = torch.where(fresh[:, None], d, torch.clamp(d + st.step[a, None] * st.direction[a], st.lower[a], st.upper[a]))
         f_trial, div_trial, g_trial = self.objective.value_and_grad(
-            trial.view(len(a), *self.objective.sources.shape[1:]), st.problem[a]
+            trial.view(len(a), *self.item_shape), self.problem_of[st.problem[a]]
         )
         g_trial = g_trial.flatten(1)
         st.evaluations[a] += 1
@@ -279,8 +337,8 @@ class _Run:
 
     def adopt_best_of_path(self) -> Tensor:
         """Give each problem the best distortion of its lambda path; return the problems that changed."""
-        groups = self.objective.groups
-        lambdas = self.objective.lambdas.double()
+        groups = self.groups
+        lambdas = self.lambdas.double()
         norms = self.d.double().pow(2).sum(-1)
         divergence = self.divergence.double()
         changed = []

@@ -18,7 +18,8 @@ from .protocol import AttackProtocol
 from .results import AttackResults
 from .solvers import ScipyLBFGSB
 
-SOLVERS = {"batched": BatchedLBFGSB, "batched-fast": BatchedLBFGSB.fast, "scipy": ScipyLBFGSB}
+SOLVERS = {"batched": BatchedLBFGSB, "batched-fast": BatchedLBFGSB.fast, "batched-two-starts": BatchedLBFGSB.two_starts,
+           "scipy": ScipyLBFGSB}
 START_SCALE = 1e-8  # d ~ U(-1e-8, 1e-8), as in the public attack code
 _CHUNK = 256  # problems per no-grad pass when measuring results
 
@@ -40,7 +41,8 @@ def run_battery(
             (n_pairs, 2) indices), or a tuple (sources, targets) of tensors in [-1, 1], one pair
             per row.
     solver: "batched" (all problems of an attack solved together, :class:`BatchedLBFGSB`),
-            "batched-fast" (the same with a stall rule, :meth:`BatchedLBFGSB.fast`), "scipy" (the
+            "batched-fast" (the same with a stall rule, :meth:`BatchedLBFGSB.fast`), "batched-two-starts"
+            (the stall rule, started at the source and at the target, :meth:`BatchedLBFGSB.two_starts`), "scipy" (the
             paper's one L-BFGS-B run per problem, :class:`ScipyLBFGSB`), or a configured instance.
             All start from the same seeded d ~ U(-1e-8, 1e-8).
 

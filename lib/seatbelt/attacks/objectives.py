@@ -145,6 +145,10 @@ class AttackObjective:
     def __len__(self) -> int:
         return len(self.sources)
 
+    def with_model(self, model) -> "AttackObjective":
+        """The same problems evaluated by another model (e.g. :func:`.inference.inference_copy`)."""
+        return AttackObjective(model, self.attack, self.sources, self.targets, self.lambdas, self.groups)
+
     def _take(self, t: Tensor, idx: Tensor | None) -> Tensor:
         return t if idx is None else t[idx]
 
