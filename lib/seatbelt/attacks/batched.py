@@ -153,7 +153,7 @@ class BatchedLBFGSB:
         everyone = torch.arange(len(run.d), device=d0.device)
         if len(self.starts) > 1 and 0 < self.race_iter < self.max_iter:
             run.minimise(everyone, self.race_iter)
-            leading = run.f.view(len(self.starts), n_problems).argmin(0) * n_problems + everyone[:n_problems]
+            leading = _best_rows(run.f, len(self.starts))
             run.minimise(leading[run.status[leading] == MAX_ITER], self.max_iter - self.race_iter)
         else:
             run.minimise(everyone, self.max_iter)
@@ -163,14 +163,22 @@ class BatchedLBFGSB:
                 run.minimise(adopted, self.polish_iter)
                 run.adopt_best_of_path()
         # each problem keeps its best start; the work of all its starts is its cost
-        copies = run.f.view(len(self.starts), n_problems)
-        best = copies.argmin(0) * n_problems + torch.arange(n_problems, device=d0.device)
-        total = lambda t: t.view(len(self.starts), n_problems).sum(0).cpu().numpy()  # noqa: E731
+        best = _best_rows(run.f, len(self.starts))
+
+        def total(t: Tensor) -> np.ndarray:
+            return t.view(len(self.starts), n_problems).sum(0).cpu().numpy()
+
         status = [MESSAGES[int(code)] for code in run.status[best].cpu()]
         return SolveResult(
             run.d[best].view(n_problems, *shape), total(run.iterations), total(run.evaluations),
             total(run.seconds), status,
         )
+
+
+def _best_rows(f: Tensor, n_starts: int) -> Tensor:
+    """Each problem's row with the lowest objective (row s P + p is problem p from start s)."""
+    n_problems = len(f) // n_starts
+    return f.view(n_starts, n_problems).argmin(0) * n_problems + torch.arange(n_problems, device=f.device)
 
 
 class _Run:
