@@ -37,10 +37,8 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 def _fold(sequence: nn.Sequential) -> None:
     """Replace each (layer, BatchNorm) pair of ``sequence`` by the folded layer and an identity."""
-    names = list(sequence._modules)
-    for name, after in zip(names, names[1:]):
-        layer, bn = sequence._modules[name], sequence._modules[after]
+    for i in range(len(sequence) - 1):
+        layer, bn = sequence[i], sequence[i + 1]
         kind = _FOLDABLE.get(type(layer))
         if kind and type(bn) is kind[0] and bn.track_running_stats and bn.running_mean is not None:
-            sequence._modules[name] = kind[1](layer, bn)
-            sequence._modules[after] = nn.Identity()
+            sequence[i], sequence[i + 1] = kind[1](layer, bn), nn.Identity()
