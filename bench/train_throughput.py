@@ -1,52 +1,90 @@
 """Training throughput (images/s) of the VAE, the beta-TCVAE and the Seatbelt-VAE on the same nets.
 
-Prints three tables, one optimiser step (forward, backward, Adam) at batch 1024 on binary images:
-1. at 64x64 and 32x32, the models side by side, with the overhead of the TC penalty and of the
+One optimiser step (forward, backward, Adam) on binary images, as `seatbelt.training.train` takes
+it: channels-last images, the TC estimator's loops compiled, glibc told to keep freed memory
+(`seatbelt.device.keep_freed_memory`, process-wide, so the peer below gets it too). Prints:
+1. at 64x64 and 32x32, the models side by side with the overhead of the TC penalty and of the
    hierarchy over the plain VAE step; where pythae is installed (`pip install -e .[bench]`),
    pythae 0.1.2's BetaTCVAE step (MWS) wrapped around the same encoder and decoder beside ours;
-2. the TC overhead against the latent size d_z at 32x32;
-3. each goal of issue 13, met or not: at least 1.5x pythae's step, TC overhead at most 10%.
+2. the TC overhead against the latent size d_z, at both image sizes;
+3. which of issue 13's avenues paid: each one switched off alone;
+4. that training still means the same: the final held-out ELBO of the same seeds trained the
+   fast way and the reference way (default layout, eager estimator), against the seed spread;
+5. each goal of issue 13, met or not: at least 1.5x pythae's step, TC overhead at most 10%.
 
-    python bench/train_throughput.py [--batch 1024] [--steps 5] [--threads N]
+Steps are timed in interleaved rounds (every model once per round), and the median is taken,
+so that a slow spell of the machine does not land on one model alone.
+
+    python bench/train_throughput.py [--batch 1024] [--rounds 3] [--threads N] [--skip-elbo]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import subprocess
+import sys
 import time
+from contextlib import nullcontext
 
 import pandas as pd
 import torch
 
+from seatbelt import tc, zoo
+from seatbelt.device import keep_freed_memory
 from seatbelt.models import ModelConfig, build_model, seatbelt_sizes
 from seatbelt.nets import ConvDecoder, ConvEncoder
+from seatbelt.training import TrainConfig, train
 
 SPEEDUP_GOAL = 1.5
 TC_OVERHEAD_GOAL = 0.10
+LATENTS = (10, 32, 64, 128)
+DATASET_SIZE = 737_280
 
 
-def _median_step(model: torch.nn.Module, loss, batch: int, shape: tuple[int, ...], steps: int) -> float:
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = (torch.rand(batch, *shape) > 0.8).float() * 2 - 1
-    times = []
-    for i in range(steps + 1):  # the first step warms up allocators and is not timed
+class Stepper:
+    """One model's optimiser step on a fixed batch, timed a step at a time."""
+
+    def __init__(self, model: torch.nn.Module, loss, batch: int, shape, channels_last: bool = True,
+                 autocast: bool = False):
+        torch.manual_seed(0)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=layout).train()
+        self.loss = loss
+        self.opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        self.x = ((torch.rand(batch, *shape) > 0.8).float() * 2 - 1).contiguous(memory_format=layout)
+        self.autocast = autocast
+        self.times: list[float] = []
+        self.step()  # warms allocators and compiles; not timed
+
+    def step(self) -> float:
         start = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        loss(model, x).backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+        self.opt.zero_grad(set_to_none=True)
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if self.autocast else nullcontext()
+        with context:
+            loss = self.loss(self.model, self.x)
+        loss.backward()
+        self.opt.step()
+        return time.perf_counter() - start
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
 
 
-def step_seconds(config: ModelConfig, batch: int, steps: int) -> float:
+def time_interleaved(steppers: dict[str, Stepper], rounds: int, steps: int) -> dict[str, float]:
+    for _ in range(rounds):
+        for stepper in steppers.values():
+            stepper.times += [stepper.step() for _ in range(steps)]
+    return {name: s.seconds for name, s in steppers.items()}
+
+
+def ours(config: ModelConfig, batch: int, **kwargs) -> Stepper:
     torch.manual_seed(0)
-    model = build_model(config).train()
-    return _median_step(model, lambda m, x: m.loss(x).total, batch, config.data_shape, steps)
+    return Stepper(build_model(config), lambda m, x: m.loss(x).total, batch, config.data_shape, **kwargs)
 
 
-def pythae_step_seconds(config: ModelConfig, batch: int, steps: int) -> float | None:
+def pythae(config: ModelConfig, batch: int) -> Stepper | None:
     """pythae 0.1.2's BetaTCVAE (MWS) around our ConvEncoder and ConvDecoder; None without pythae."""
     try:
         from pythae.models import BetaTCVAE, BetaTCVAEConfig
@@ -77,60 +115,161 @@ def pythae_step_seconds(config: ModelConfig, batch: int, steps: int) -> float | 
     torch.manual_seed(0)
     peer_config = BetaTCVAEConfig(input_dim=config.data_shape, latent_dim=latent, beta=config.beta,
                                   use_mss=False, reconstruction_loss="mse")
-    model = BetaTCVAE(peer_config, encoder=Encoder(), decoder=Decoder()).train()
-    return _median_step(model, lambda m, x: m({"data": x}, dataset_size=config.dataset_size).loss,
-                        batch, config.data_shape, steps)
+    model = BetaTCVAE(peer_config, encoder=Encoder(), decoder=Decoder())
+    return Stepper(model, lambda m, x: m({"data": x}, dataset_size=DATASET_SIZE).loss, batch, config.data_shape,
+                   channels_last=False)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+def models_side_by_side(args) -> tuple[list[dict], list[dict]]:
     latents, hidden = seatbelt_sizes(4)
     rows, goals = [], []
     for size in (64, 32):
-        common = dict(data_shape=(1, size, size), dataset_size=737_280)
-        models = {
+        common = dict(data_shape=(1, size, size), dataset_size=DATASET_SIZE)
+        configs = {
             "VAE (ELBO)": ModelConfig(objective="elbo", **common),
             "beta-TCVAE (MWS)": ModelConfig(beta=4, **common),
             "beta-TCVAE (MSS)": ModelConfig(beta=4, tc_estimator="mss", **common),
             "Seatbelt L=4": ModelConfig(kind="seatbelt", beta=4, latent_sizes=latents, hidden_sizes=hidden, **common),
         }
-        seconds = {name: step_seconds(config, args.batch, args.steps) for name, config in models.items()}
-        peer = pythae_step_seconds(models["beta-TCVAE (MWS)"], args.batch, args.steps)
+        steppers = {name: ours(config, args.batch) for name, config in configs.items()}
+        peer = pythae(configs["beta-TCVAE (MWS)"], args.batch)
         if peer is not None:
-            seconds["pythae 0.1.2 BetaTCVAE (MWS)"] = peer
-            speedup = peer / seconds["beta-TCVAE (MWS)"]
-            goals.append({"goal": f"{size}x{size}: beta-TCVAE step vs pythae's", "target": f">= {SPEEDUP_GOAL}x",
-                          "measured": f"{speedup:.2f}x", "met": speedup >= SPEEDUP_GOAL})
+            steppers["pythae 0.1.2 BetaTCVAE (MWS)"] = peer
+        seconds = time_interleaved(steppers, args.rounds, args.steps)
         base = seconds["VAE (ELBO)"]
         for name, s in seconds.items():
             rows.append({"size": f"{size}x{size}", "model": name, "s/step": round(s, 3),
                          "images/s": round(args.batch / s), "overhead vs VAE": f"{s / base - 1:+.1%}"})
-        overhead = seconds["beta-TCVAE (MWS)"] / base - 1
-        if size != 32:  # at 32x32 the table against d_z below measures it
-            goals.append({"goal": f"{size}x{size}: TC overhead, d_z 10", "target": f"<= {TC_OVERHEAD_GOAL:.0%}",
+        if peer is not None:
+            speedup = seconds["pythae 0.1.2 BetaTCVAE (MWS)"] / seconds["beta-TCVAE (MWS)"]
+            goals.append({"goal": f"{size}x{size}: beta-TCVAE step vs pythae's", "target": f">= {SPEEDUP_GOAL}x",
+                          "measured": f"{speedup:.2f}x", "met": speedup >= SPEEDUP_GOAL})
+    return rows, goals
+
+
+def overhead_by_latent(args) -> tuple[list[dict], list[dict]]:
+    rows, goals = [], []
+    for size in (32, 64):
+        for latent in LATENTS:
+            common = dict(data_shape=(1, size, size), dataset_size=DATASET_SIZE, latent_sizes=(latent,))
+            seconds = time_interleaved({"vae": ours(ModelConfig(objective="elbo", **common), args.batch),
+                                        "tcvae": ours(ModelConfig(beta=4, **common), args.batch)},
+                                       args.rounds, args.steps if size == 32 else 1)
+            overhead = seconds["tcvae"] / seconds["vae"] - 1
+            rows.append({"size": f"{size}x{size}", "d_z": latent, "VAE images/s": round(args.batch / seconds["vae"]),
+                         "beta-TCVAE images/s": round(args.batch / seconds["tcvae"]), "TC overhead": f"{overhead:+.1%}"})
+            goals.append({"goal": f"{size}x{size}: TC overhead, d_z {latent}", "target": f"<= {TC_OVERHEAD_GOAL:.0%}",
                           "measured": f"{overhead:+.1%}", "met": overhead <= TC_OVERHEAD_GOAL})
-    print(f"batch {args.batch}, median of {args.steps} steps, {args.threads} threads, torch {torch.__version__}")
+    return rows, goals
+
+
+ALLOCATOR_CHILD = """
+import statistics, sys, time, torch
+from seatbelt.device import keep_freed_memory
+from seatbelt.models import ModelConfig, build_model
+if sys.argv[1] == "keep":
+    keep_freed_memory()
+torch.manual_seed(0)
+model = build_model(ModelConfig(beta=4, data_shape=(1, 32, 32), dataset_size=737280)).to(memory_format=torch.channels_last)
+x = ((torch.rand(int(sys.argv[2]), 1, 32, 32) > 0.8).float() * 2 - 1).contiguous(memory_format=torch.channels_last)
+opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+times = []
+for _ in range(int(sys.argv[3]) + 1):
+    start = time.perf_counter()
+    opt.zero_grad(set_to_none=True)
+    model.loss(x).total.backward()
+    opt.step()
+    times.append(time.perf_counter() - start)
+print(statistics.median(times[1:]))
+"""
+
+
+def avenues(args) -> list[dict]:
+    """The beta-TCVAE step at 32x32 (d_z 10 and 128) with each avenue of issue 13 switched off alone."""
+    rows = []
+    for latent in (10, 128):
+        config = ModelConfig(beta=4, data_shape=(1, 32, 32), dataset_size=DATASET_SIZE, latent_sizes=(latent,))
+        steppers = {"all on": ours(config, args.batch),
+                    "contiguous layout (no channels-last)": ours(config, args.batch, channels_last=False),
+                    "bfloat16 autocast added": ours(config, args.batch, autocast=True)}
+        seconds = time_interleaved(steppers, args.rounds, args.steps)
+        was = tc.compile_enabled()
+        tc._COMPILE["enabled"] = False
+        seconds["TC estimator eager (not compiled)"] = time_interleaved({"x": ours(config, args.batch)}, args.rounds,
+                                                                        args.steps)["x"]
+        tc._COMPILE["enabled"] = was
+        if latent == 10:  # the allocator is process-wide: a fresh process each way
+            for mode, name in (("keep", "all on, fresh process"), ("default", "glibc's default allocator")):
+                out = subprocess.run([sys.executable, "-c", ALLOCATOR_CHILD, mode, str(args.batch), str(args.steps * 2)],
+                                     capture_output=True, text=True, check=True)
+                seconds[name] = float(out.stdout.split()[-1])
+        for name, s in seconds.items():
+            rows.append({"d_z": latent, "setting": name, "s/step": round(s, 3), "images/s": round(args.batch / s),
+                         "vs all on": f"{s / seconds['all on']:.2f}x"})
+    return rows
+
+
+def elbo_equivalence(seeds=(0, 1, 2), steps=150, batch=256) -> tuple[pd.DataFrame, dict]:
+    """Final held-out ELBO of a dSprites beta-TCVAE (32x32, d_z 10, beta 4), fast and reference training."""
+    train_data, test = zoo.data("dsprites", "smoke"), zoo.data("dsprites", "smoke", split="test")
+    x = test.get(slice(None))
+    config = ModelConfig(beta=4, data_shape=train_data.item_shape, dataset_size=len(train_data))
+    rows = []
+    for seed in seeds:
+        row = {"seed": seed}
+        for name, fast in (("fast", True), ("reference", False)):
+            was = tc.compile_enabled()
+            tc._COMPILE["enabled"] = fast and was
+            torch.manual_seed(seed)
+            model = build_model(config)
+            start = time.perf_counter()
+            train(model, train_data, TrainConfig(steps=steps, batch_size=batch, seed=seed), show_progress=False,
+                  channels_last=fast)
+            row[f"{name} seconds"] = round(time.perf_counter() - start, 1)
+            tc._COMPILE["enabled"] = was
+            with torch.no_grad():
+                row[f"{name} ELBO"] = float(model.elbo(x, generator=torch.Generator().manual_seed(99)).mean())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    spread = float(table["reference ELBO"].max() - table["reference ELBO"].min())
+    gap = float((table["fast ELBO"] - table["reference ELBO"]).abs().max())
+    goal = {"goal": "same seed: |ELBO fast - reference| vs seed spread", "target": f"<= {spread:.1f} nats",
+            "measured": f"{gap:.2f} nats", "met": gap <= spread}
+    return table, goal
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="steps per model per round")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--skip-elbo", action="store_true", help="skip the training-equivalence table (about 3 min)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()
+
+    print(f"batch {args.batch}, median of {args.rounds} interleaved rounds of {args.steps} steps, "
+          f"{args.threads} threads, torch {torch.__version__}, TC loops compiled: {tc.compile_enabled()}")
+    rows, goals = models_side_by_side(args)
     print(pd.DataFrame(rows).to_string(index=False))
     if not any("pythae" in r["model"] for r in rows):
         print("(pythae is not installed: `pip install -e .[bench]` adds its BetaTCVAE step beside ours)")
 
-    by_latent = []
-    for latent in (10, 32, 64, 128):
-        common = dict(data_shape=(1, 32, 32), dataset_size=737_280, latent_sizes=(latent,))
-        vae = step_seconds(ModelConfig(objective="elbo", **common), args.batch, args.steps)
-        tcvae = step_seconds(ModelConfig(beta=4, **common), args.batch, args.steps)
-        by_latent.append({"d_z": latent, "VAE images/s": round(args.batch / vae),
-                          "beta-TCVAE images/s": round(args.batch / tcvae), "TC overhead": f"{tcvae / vae - 1:+.1%}"})
-        goals.append({"goal": f"32x32: TC overhead, d_z {latent}", "target": f"<= {TC_OVERHEAD_GOAL:.0%}",
-                      "measured": f"{tcvae / vae - 1:+.1%}", "met": tcvae / vae - 1 <= TC_OVERHEAD_GOAL})
-    print(f"\nTC overhead against the latent size, 32x32, batch {args.batch}")
+    by_latent, latent_goals = overhead_by_latent(args)
+    print(f"\nTC overhead against the latent size, batch {args.batch} (64x64: one step per round)")
     print(pd.DataFrame(by_latent).to_string(index=False))
+
+    print("\nwhich avenues paid: the beta-TCVAE step at 32x32 with one avenue off (or bf16 added)")
+    print(pd.DataFrame(avenues(args)).to_string(index=False))
+
+    goals += latent_goals
+    if not args.skip_elbo:
+        table, goal = elbo_equivalence()
+        print("\ntraining means the same: dSprites beta-TCVAE, 32x32, d_z 10, beta 4, 150 steps of 256, "
+              "held-out ELBO (nats per image)")
+        print(table.to_string(index=False))
+        goals.append(goal)
     print("\ngoals (issue 13)")
     print(pd.DataFrame(goals).to_string(index=False))
 

@@ -91,28 +91,78 @@ def _autograd_reference(z, mu, logvar, log_w):
     return joint, marginals
 
 
+@pytest.fixture(params=["compiled", "eager"])
+def mode(request, monkeypatch):
+    """Run a test with the estimator's loops compiled, and again eagerly."""
+    monkeypatch.setitem(tc._COMPILE, "enabled", request.param == "compiled")
+    return request.param
+
+
+def _log_w(estimator, batch, n, dtype=torch.float64):
+    if estimator == "mws":
+        return torch.full((batch, batch), -math.log(n * batch), dtype=dtype)
+    return tc.mss_log_weights(batch, n, dtype=dtype)
+
+
+def _assert_matches_reference(z, mu, logvar, n, estimator, generator, **tolerance):
+    """Values and gradients of log_qz against autograd over the whole tensor, in float64."""
+    wide = [t.detach().double().requires_grad_() for t in (z, mu, logvar)]
+    # unequal weights on the two outputs, so a swapped or dropped gradient term shows
+    probe = torch.randn(2, z.shape[0], generator=generator, dtype=torch.float64)
+
+    def loss(outputs):
+        return (probe[0] * outputs[0].double() + probe[1] * outputs[1].double()).sum()
+
+    got = tc.log_qz(z, mu, logvar, n, estimator)
+    want = _autograd_reference(*wide, _log_w(estimator, z.shape[0], n))
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, **tolerance)
+    for a, b in zip(torch.autograd.grad(loss(got), (z, mu, logvar)), torch.autograd.grad(loss(want), wide)):
+        torch.testing.assert_close(a.double(), b, **tolerance)
+
+
 @pytest.mark.parametrize("estimator", tc.ESTIMATORS)
 @pytest.mark.parametrize("rows_per_pass", [1, 3, 64])
-def test_fused_estimator_matches_autograd_values_and_gradients(generator, monkeypatch, estimator, rows_per_pass):
-    """The row-chunked forward and hand-written backward agree with autograd, however the rows split."""
+def test_fused_estimator_matches_autograd_values_and_gradients(generator, monkeypatch, mode, estimator, rows_per_pass):
+    """The fused forward and hand-written backward agree with autograd, however the eager rows split."""
     monkeypatch.setattr(tc, "_row_chunk", lambda *_: rows_per_pass)
     batch, n = 10, 50
     z, mu, logvar = (t.requires_grad_() for t in _dataset(generator, batch, 4))
-    if estimator == "mws":
-        log_w = torch.full((batch, batch), -math.log(n * batch), dtype=torch.float64)
-    else:
-        log_w = tc.mss_log_weights(batch, n, dtype=torch.float64)
-    # unequal weights on the two outputs, so a swapped or dropped gradient term shows
-    probe = torch.randn(2, batch, generator=generator, dtype=torch.float64)
-
-    def loss(outputs):
-        return (probe[0] * outputs[0] + probe[1] * outputs[1]).sum()
-
-    fused = tc.log_qz(z, mu, logvar, n, estimator)
-    reference = _autograd_reference(z, mu, logvar, log_w)
-    torch.testing.assert_close(fused, reference)
-    grads = torch.autograd.grad(loss(fused), (z, mu, logvar))
-    expected = torch.autograd.grad(loss(reference), (z, mu, logvar))
-    for got, want in zip(grads, expected):
-        torch.testing.assert_close(got, want)
+    _assert_matches_reference(z, mu, logvar, n, estimator, generator)
     assert torch.autograd.gradcheck(lambda *t: tc.log_qz(*t, n, estimator), (z, mu, logvar))
+
+
+@pytest.mark.parametrize("estimator", tc.ESTIMATORS)
+def test_float32_training_batch_matches_float64_reference(generator, mode, estimator):
+    """At a training batch in float32, with log-variances over the whole bounded range (-10, 10),
+    the estimator stays within float32 rounding of the float64 computation."""
+    batch, d = 300, 12
+    mu = torch.randn(batch, d, generator=generator) * 3
+    logvar = (torch.rand(batch, d, generator=generator) * 20 - 10).requires_grad_()
+    z = (mu + torch.exp(0.5 * logvar.detach()) * torch.randn(batch, d, generator=generator)).requires_grad_()
+    _assert_matches_reference(z, mu.requires_grad_(), logvar, 10_000, estimator, generator, rtol=1e-4, atol=1e-3)
+
+
+def test_a_sample_far_from_every_posterior_is_exact(generator, mode):
+    """A z thousands of standard deviations from every posterior: each density underflows in
+    float32, but the log-sum-exp, its value and its gradients stay exact and finite."""
+    z, mu, logvar = (t.float() for t in _dataset(generator, 8, 3))
+    z[0] = 1e3
+    z, mu, logvar = (t.requires_grad_() for t in (z, mu, logvar))
+    _assert_matches_reference(z, mu, logvar, 100, "mws", generator, rtol=1e-5, atol=1e-3)
+
+
+def test_without_a_compiler_the_estimator_warns_once_and_runs_eagerly(generator, monkeypatch):
+    monkeypatch.setitem(tc._COMPILE, "enabled", True)
+    monkeypatch.setattr(tc, "_COMPILED", {})
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    z, mu, logvar = _dataset(generator, 6, 2)
+    with pytest.warns(UserWarning, match="runs eagerly"):
+        got = tc.log_qz(z, mu, logvar, 50)
+    assert not tc.compile_enabled()
+    for a, b in zip(got, _autograd_reference(z, mu, logvar, _log_w("mws", 6, 50))):
+        torch.testing.assert_close(a, b)

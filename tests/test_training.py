@@ -101,3 +101,12 @@ def test_bad_run_configs_raise_before_training(run, match):
 def test_data_shape_mismatch_raises():
     with pytest.raises(ValueError, match="data_shape"):
         fit(ModelConfig(data_shape=(1, 64, 64)), _data(), RUN, use_cache=False, progress=False)
+
+
+def test_training_hands_back_the_default_layout_so_fresh_and_cached_models_agree(tmp_path):
+    """Training runs channels-last; a fresh model and its cached copy give identical outputs."""
+    fresh = fit(CONFIG, _data(), RUN, cache_dir=tmp_path, progress=False).model
+    assert all(p.is_contiguous() for p in fresh.parameters())
+    cached = fit(CONFIG, _data(), RUN, cache_dir=tmp_path, progress=False).model
+    x = _data(n=8, seed=3).get(slice(None))
+    assert torch.equal(fresh.reconstruct(x), cached.reconstruct(x))

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import cache, progress
 from .data.base import Data
-from .device import resolve, seed_everything
+from .device import keep_freed_memory, resolve, seed_everything
 from .models import ModelConfig, VAE, build_model
 
 SCHEDULES = ("cosine", "constant")
@@ -66,17 +66,24 @@ def complete_config(model_config: ModelConfig, data: Data) -> ModelConfig:
     return model_config
 
 
-def train(model: VAE, data: Data, config: TrainConfig, device=None, show_progress: bool = True) -> pd.DataFrame:
+def train(model: VAE, data: Data, config: TrainConfig, device=None, show_progress: bool = True,
+          channels_last: bool = True) -> pd.DataFrame:
     """Train ``model`` in place; return one row of batch-mean metrics per epoch (or partial epoch).
 
     Progress (steps and images/s) goes to :func:`seatbelt.progress.stream`, never into a page.
+    Images train channels-last unless ``channels_last=False`` (1.1x to 1.4x faster convolutions
+    on a CPU); the model is handed back in the default layout, so a model fresh from training and
+    one loaded from the cache compute the same numbers.
     """
     config.validate()
     if config.batch_size > len(data):
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(data)} items of {data.name}.")
     device = resolve(device)
+    if device.type == "cpu":
+        keep_freed_memory()
+    layout = torch.channels_last if channels_last and len(data.item_shape) == 3 else torch.contiguous_format
     generator = seed_everything(config.seed)
-    model.to(device).train()
+    model.to(device, memory_format=layout).train()
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
     total = config.total_steps(len(data))
     schedule = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total))) if config.schedule == "cosine" else (lambda s: 1.0)
@@ -89,7 +96,7 @@ def train(model: VAE, data: Data, config: TrainConfig, device=None, show_progres
                desc=f"training {model.config.kind} {model.config.objective} beta={model.config.beta:g}")
     while step < total:
         for x in data.batches(config.batch_size, generator=generator, device=device):
-            loss = model.loss(x)
+            loss = model.loss(x.contiguous(memory_format=layout))
             if not torch.isfinite(loss.total):
                 raise FloatingPointError(
                     f"non-finite loss at step {step} (terms {_floats(loss.terms)}) training {model.config} with "
@@ -114,7 +121,7 @@ def train(model: VAE, data: Data, config: TrainConfig, device=None, show_progres
                      "images_per_s": step * config.batch_size / elapsed})
         sums, count, epoch = {}, 0, epoch + 1
     bar.close()
-    model.eval()
+    model.to(memory_format=torch.contiguous_format).eval()
     return pd.DataFrame(rows)
 
 
