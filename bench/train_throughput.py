@@ -10,7 +10,9 @@ it: channels-last images, the TC estimator's loops compiled, glibc told to keep 
 3. which of issue 13's avenues paid: each one switched off alone;
 4. that training still means the same: the final held-out ELBO of the same seeds trained the
    fast way and the reference way (default layout, eager estimator), against the seed spread;
-5. each goal of issue 13, met or not: at least 1.5x pythae's step, TC overhead at most 10%.
+5. each goal of issue 13, met or not: at least 1.5x pythae's step, TC overhead at most 10%. The
+   speed-up over pythae is judged with both in one process (the same allocator); pythae as its
+   users run it (a process of its own, glibc's default allocator) is printed beside it as context.
 
 Steps are timed in interleaved rounds (every model once per round), and the median is taken,
 so that a slow spell of the machine does not land on one model alone.
@@ -141,9 +143,16 @@ def models_side_by_side(args) -> tuple[list[dict], list[dict]]:
             rows.append({"size": f"{size}x{size}", "model": name, "s/step": round(s, 3),
                          "images/s": round(args.batch / s), "overhead vs VAE": f"{s / base - 1:+.1%}"})
         if peer is not None:
-            speedup = seconds["pythae 0.1.2 BetaTCVAE (MWS)"] / seconds["beta-TCVAE (MWS)"]
-            goals.append({"goal": f"{size}x{size}: beta-TCVAE step vs pythae's", "target": f">= {SPEEDUP_GOAL}x",
-                          "measured": f"{speedup:.2f}x", "met": speedup >= SPEEDUP_GOAL})
+            shipped = fresh_process(args, "pythae", size, default_allocator=True)
+            rows.append({"size": f"{size}x{size}", "model": "pythae, own process, glibc default", "s/step": round(shipped, 3),
+                         "images/s": round(args.batch / shipped), "overhead vs VAE": f"{shipped / base - 1:+.1%}"})
+            # the goal is judged with the allocator shared: the speed-up our code brings, not the process setting
+            for peer_seconds, how in ((seconds["pythae 0.1.2 BetaTCVAE (MWS)"], "same process"),
+                                      (shipped, "pythae as shipped, context")):
+                speedup = peer_seconds / seconds["beta-TCVAE (MWS)"]
+                goals.append({"goal": f"{size}x{size}: beta-TCVAE step vs pythae's ({how})",
+                              "target": f">= {SPEEDUP_GOAL}x", "measured": f"{speedup:.2f}x",
+                              "met": speedup >= SPEEDUP_GOAL})
     return rows, goals
 
 
@@ -163,25 +172,22 @@ def overhead_by_latent(args) -> tuple[list[dict], list[dict]]:
     return rows, goals
 
 
-ALLOCATOR_CHILD = """
-import statistics, sys, time, torch
-from seatbelt.device import keep_freed_memory
-from seatbelt.models import ModelConfig, build_model
-if sys.argv[1] == "keep":
-    keep_freed_memory()
-torch.manual_seed(0)
-model = build_model(ModelConfig(beta=4, data_shape=(1, 32, 32), dataset_size=737280)).to(memory_format=torch.channels_last)
-x = ((torch.rand(int(sys.argv[2]), 1, 32, 32) > 0.8).float() * 2 - 1).contiguous(memory_format=torch.channels_last)
-opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-times = []
-for _ in range(int(sys.argv[3]) + 1):
-    start = time.perf_counter()
-    opt.zero_grad(set_to_none=True)
-    model.loss(x).total.backward()
-    opt.step()
-    times.append(time.perf_counter() - start)
-print(statistics.median(times[1:]))
-"""
+def fresh_process(args, child: str, size: int, default_allocator: bool) -> float:
+    """Median seconds of one step of ``child`` timed in a new process, with or without keep_freed_memory."""
+    command = [sys.executable, __file__, "--child", child, "--size", str(size), "--batch", str(args.batch),
+               "--rounds", str(args.rounds), "--steps", str(args.steps), "--threads", str(args.threads)]
+    out = subprocess.run(command + (["--default-allocator"] if default_allocator else []),
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.split()[-1])
+
+
+def child(args) -> None:
+    """The --child mode of :func:`fresh_process`: print one median step time."""
+    if not args.default_allocator:
+        keep_freed_memory()
+    config = ModelConfig(beta=4, data_shape=(1, args.size, args.size), dataset_size=DATASET_SIZE)
+    stepper = pythae(config, args.batch) if args.child == "pythae" else ours(config, args.batch)
+    print(time_interleaved({"x": stepper}, args.rounds, args.steps)["x"])
 
 
 def avenues(args) -> list[dict]:
@@ -199,10 +205,9 @@ def avenues(args) -> list[dict]:
                                                                         args.steps)["x"]
         tc._COMPILE["enabled"] = was
         if latent == 10:  # the allocator is process-wide: a fresh process each way
-            for mode, name in (("keep", "all on, fresh process"), ("default", "glibc's default allocator")):
-                out = subprocess.run([sys.executable, "-c", ALLOCATOR_CHILD, mode, str(args.batch), str(args.steps * 2)],
-                                     capture_output=True, text=True, check=True)
-                seconds[name] = float(out.stdout.split()[-1])
+            seconds["all on, fresh process"] = fresh_process(args, "beta-tcvae", 32, default_allocator=False)
+            seconds["glibc's default allocator, fresh process"] = fresh_process(args, "beta-tcvae", 32,
+                                                                                default_allocator=True)
         for name, s in seconds.items():
             rows.append({"d_z": latent, "setting": name, "s/step": round(s, 3), "images/s": round(args.batch / s),
                          "vs all on": f"{s / seconds['all on']:.2f}x"})
@@ -245,8 +250,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="steps per model per round")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip-elbo", action="store_true", help="skip the training-equivalence table (about 3 min)")
+    parser.add_argument("--child", choices=("pythae", "beta-tcvae"), help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, default=32, help=argparse.SUPPRESS)
+    parser.add_argument("--default-allocator", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.child:
+        return child(args)
     keep_freed_memory()
 
     print(f"batch {args.batch}, median of {args.rounds} interleaved rounds of {args.steps} steps, "
