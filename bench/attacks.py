@@ -31,6 +31,7 @@ import torch
 from seatbelt.attacks import AttackProtocol, BatchedLBFGSB, ScipyLBFGSB, run_battery
 from seatbelt.attacks.inference import inference_copy
 from seatbelt.data import dsprites
+from seatbelt.device import keep_freed_memory
 from seatbelt.models import ModelConfig
 from seatbelt.training import TrainConfig, fit
 
@@ -75,6 +76,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    # glibc adapts its mmap threshold to what the process freed before (training the bench model, or
+    # not when it is cached), which moved the reference's cost per evaluation 1.4x between runs
+    keep_freed_memory()
 
     data = dsprites(size=32, n=50_000, seed=0)
     trained = fit(ModelConfig(kind="vae", latent_sizes=(10,), data_shape=(1, 32, 32)), data,

@@ -191,10 +191,10 @@ def child(args) -> None:
 
 
 def avenues(args) -> list[dict]:
-    """The beta-TCVAE step at 32x32 (d_z 10 and 128) with each avenue of issue 13 switched off alone."""
+    """The beta-TCVAE step (32x32 at d_z 10 and 128, 64x64 at d_z 10) with each avenue switched off alone."""
     rows = []
-    for latent in (10, 128):
-        config = ModelConfig(beta=4, data_shape=(1, 32, 32), dataset_size=DATASET_SIZE, latent_sizes=(latent,))
+    for size, latent in ((32, 10), (32, 128), (64, 10)):
+        config = ModelConfig(beta=4, data_shape=(1, size, size), dataset_size=DATASET_SIZE, latent_sizes=(latent,))
         steppers = {"all on": ours(config, args.batch),
                     "contiguous layout (no channels-last)": ours(config, args.batch, channels_last=False),
                     "bfloat16 autocast added": ours(config, args.batch, autocast=True)}
@@ -205,11 +205,11 @@ def avenues(args) -> list[dict]:
                                                                         args.steps)["x"]
         tc._COMPILE["enabled"] = was
         if latent == 10:  # the allocator is process-wide: a fresh process each way
-            seconds["all on, fresh process"] = fresh_process(args, "beta-tcvae", 32, default_allocator=False)
-            seconds["glibc's default allocator, fresh process"] = fresh_process(args, "beta-tcvae", 32,
+            seconds["all on, fresh process"] = fresh_process(args, "beta-tcvae", size, default_allocator=False)
+            seconds["glibc's default allocator, fresh process"] = fresh_process(args, "beta-tcvae", size,
                                                                                 default_allocator=True)
         for name, s in seconds.items():
-            rows.append({"d_z": latent, "setting": name, "s/step": round(s, 3), "images/s": round(args.batch / s),
+            rows.append({"size": f"{size}x{size}", "d_z": latent, "setting": name, "s/step": round(s, 3), "images/s": round(args.batch / s),
                          "vs all on": f"{s / seconds['all on']:.2f}x"})
     return rows
 
@@ -270,7 +270,8 @@ def main() -> None:
     print(f"\nTC overhead against the latent size, batch {args.batch} (64x64: one step per round)")
     print(pd.DataFrame(by_latent).to_string(index=False))
 
-    print("\nwhich avenues paid: the beta-TCVAE step at 32x32 with one avenue off (or bf16 added)")
+    print("\nwhich avenues paid: the beta-TCVAE step with one avenue off (or bf16 added); the two fresh processes "
+          "compare the allocator alone")
     print(pd.DataFrame(avenues(args)).to_string(index=False))
 
     goals += latent_goals
