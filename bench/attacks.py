@@ -12,7 +12,10 @@ overall and by lambda band, plus the per-evaluation costs that bound the speed-u
 of attacks that are stronger than the reference by more than 1% (Delta < 0.99 Delta_ref).
 Goal (issue 13): at least 20x faster than the reference, >= 95% of attacks as strong (strict),
 and a median Delta no larger than the reference's in every lambda band. The last table says,
-for each batched setting, which parts of the goal it meets.
+for each batched setting, which parts of the goal it meets. "No larger" is judged at the
+resolution of Delta, a float32 number: a band median above the reference's by less than one
+float32 epsilon (2^-23, relative) is a tie, as at the largest lambdas, where both solvers end
+at the same optimum; the table prints the ratio to 10 digits beside the verdict.
 
     python bench/attacks.py [--pairs 10] [--threads 1] [--cache-dir DIR]
 
@@ -40,6 +43,7 @@ BATCHED = {
     "batched (fast)": BatchedLBFGSB.fast(),
     "batched (two starts, raced)": BatchedLBFGSB.two_starts(),
 }
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # Delta's resolution: a smaller relative excess is a tie
 BANDS = [("lambda = 0", lambda v: v == 0), ("0 < lambda <= 2^-6", lambda v: (v > 0) & (v <= 2**-6)),
          ("2^-6 < lambda <= 2^6", lambda v: (v > 2**-6) & (v <= 2**6)), ("lambda > 2^6", lambda v: v > 2**6)]
 
@@ -125,7 +129,8 @@ def main() -> None:
         {"cost": "scipy, per evaluation (measured, incl. scipy overhead)", "ms": round(1e3 * ref_seconds / ref_evals, 3)},
         {"cost": "one problem alone, forward + backward", "ms": round(1e3 * single, 3)},
         {"cost": f"one problem inside a batch of {n_problems}, forward + backward", "ms": round(1e3 * batch / n_problems, 3)},
-        {"cost": "the same on the solver's inference copy (BatchNorm folded, channels-last)",
+        {"cost": "the same on the solver's inference copy (BatchNorm folded, matrix-product convolutions, "
+                 "channels-last)",
          "ms": round(1e3 * batch_copy / n_problems, 3)},
         *({"cost": f"{name}, per evaluation (measured, all overheads)",
            "ms": round(1e3 * seconds / frame["evaluations"].sum(), 3)}
@@ -144,8 +149,11 @@ def main() -> None:
         speed, strict = ref_seconds / seconds, strength(frame, reference)["strict"]
         goals.append({"solver": name, "speed-up": f"{speed:.1f}x", ">= 20x": _met(speed >= 20),
                       "strict": f"{strict:.3f}", ">= 0.95": _met(strict >= 0.95),
-                      "worst band median / ref": f"{max(medians):.6g}", "<= 1 in every band": _met(max(medians) <= 1)})
-    print("\ngoal of issue 13 (median / ref: median Delta over the band over the reference's; the worst band shown)")
+                      "worst band median / ref": f"{max(medians):.10f}",
+                      "<= 1 in every band (float32 ties)": _met(max(medians) <= 1 + FLOAT32_EPS),
+                      "strictly <= 1": _met(max(medians) <= 1)})
+    print("\ngoal of issue 13 (median / ref: median Delta over the band over the reference's; the worst band shown; "
+          f"a band within 1 + {FLOAT32_EPS:.3g} counts as a tie)")
     print(pd.DataFrame(goals).to_string(index=False))
 
 

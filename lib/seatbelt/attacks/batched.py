@@ -44,11 +44,12 @@ problems in lock-step rounds of one evaluation each:
   lambda it starts where the source start only arrives after hundreds of iterations. Each start
   is its own row of the stack, in the same lambda-path group, and each problem keeps its best
   row; its cost is the work of all its rows. With ``race_iter`` > 0 the starts race that many
-  iterations and only each problem's leader goes on.
+  iterations and only each problem's leader goes on. Every row offers its distortion to the
+  lambda path, but only the leaders adopt and polish one.
 * evaluations: by default (``inference_copy``) the solver evaluates a copy of the model with
-  BatchNorm folded into the layer before it and channels-last convolutions
-  (:mod:`.inference`), the same function up to float rounding; the battery measures every
-  reported number on the model itself.
+  BatchNorm folded into the layer before it, the convolutions that are matrix products run as
+  such, and channels-last layout (:mod:`.inference`), the same function up to float rounding;
+  the battery measures every reported number on the model itself.
 """
 
 from __future__ import annotations
@@ -157,13 +158,15 @@ class BatchedLBFGSB:
             run.minimise(leading[run.status[leading] == MAX_ITER], self.max_iter - self.race_iter)
         else:
             run.minimise(everyone, self.max_iter)
-        if self.share_lambda_path and objective.groups is not None:
-            adopted = run.adopt_best_of_path()
-            if len(adopted) and self.polish_iter > 0:
-                run.minimise(adopted, self.polish_iter)
-                run.adopt_best_of_path()
         # each problem keeps its best start; the work of all its starts is its cost
         best = _best_rows(run.f, len(self.starts))
+        if self.share_lambda_path and objective.groups is not None:
+            # every row offers its distortion to the path, but only the leaders take one and polish it:
+            # a second start polished as well would mostly repeat its leader's work
+            adopted = run.adopt_best_of_path(best)
+            if len(adopted) and self.polish_iter > 0:
+                run.minimise(adopted, self.polish_iter)
+                run.adopt_best_of_path(best)
 
         def total(t: Tensor) -> np.ndarray:
             return t.view(len(self.starts), n_problems).sum(0).cpu().numpy()
@@ -343,26 +346,29 @@ class _Run:
         self.status[problems] = code
         st.problem[a] = -1
 
-    def adopt_best_of_path(self) -> Tensor:
-        """Give each problem the best distortion of its lambda path; return the problems that changed."""
+    def adopt_best_of_path(self, recipients: Tensor | None = None) -> Tensor:
+        """Give each row in ``recipients`` (default: all) the best distortion that any row of its
+        lambda path holds; return the rows that changed."""
         groups = self.groups
         lambdas = self.lambdas.double()
         norms = self.d.double().pow(2).sum(-1)
         divergence = self.divergence.double()
+        taking = torch.zeros(len(groups), dtype=torch.bool, device=groups.device)
+        taking[recipients if recipients is not None else slice(None)] = True
         changed = []
         d = self.d.clone()
         for group in torch.unique(groups):
-            members = torch.nonzero(groups == group).flatten()
-            values = divergence[members][None, :] + lambdas[members][:, None] * norms[members][None, :]
-            best = values.argmin(1)
-            own = values.diagonal()
-            better = (best != torch.arange(len(members), device=best.device)) & (values.min(1).values < own)
-            for j in torch.nonzero(better).flatten().tolist():
-                k = int(best[j])
-                d[members[j]] = self.d[members[k]]
-                self.divergence[members[j]] = divergence[members[k]].to(self.divergence.dtype)
-                self.f[members[j]] = values[j, k].to(self.f.dtype)
-                changed.append(int(members[j]))
+            donors = torch.nonzero(groups == group).flatten()
+            takers = donors[taking[donors]]
+            values = divergence[donors][None, :] + lambdas[takers][:, None] * norms[donors][None, :]
+            best_value, best = values.min(1)
+            own = divergence[takers] + lambdas[takers] * norms[takers]
+            for i in torch.nonzero(best_value < own).flatten().tolist():
+                j, k = int(takers[i]), int(donors[best[i]])
+                d[j] = self.d[k]
+                self.divergence[j] = divergence[k].to(self.divergence.dtype)
+                self.f[j] = best_value[i].to(self.f.dtype)
+                changed.append(j)
         self.d = d
         return torch.tensor(changed, dtype=torch.long, device=self.d.device)
 
@@ -423,8 +429,19 @@ class _Slots:
             return q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)
         recent = torch.arange(depth, device=g.device)
         order = (self.head[a, None] - 1 - recent) % self.history  # newest pair first
-        s, y = self.s[a[:, None], order] * mask[:, None], self.y[a[:, None], order] * mask[:, None]
-        sy, yy = (s * y).sum(-1), (y * y).sum(-1)
+        # rows (slot, pair) of the flattened memory, gathered by index_select: advanced indexing is 4x slower
+        rows = (self.history * a[:, None] + order).flatten()
+
+        def newest_first(memory: Tensor) -> Tensor:
+            return memory.flatten(0, 1).index_select(0, rows).view(len(a), depth, -1).mul_(mask[:, None])
+
+        s, y = newest_first(self.s), newest_first(self.y)
+        # Every inner product of the two loops is one of the memory's with itself or with q (Byrd,
+        # Nocedal and Schnabel 1994): four batched products give them all, and the loops run on the
+        # (slots, depth) coefficients, not on n-vectors. Gram[:, i, j] = s_i . y_j, yy_g[:, i, j] = y_i . y_j.
+        gram, yy_g = torch.bmm(s, y.transpose(1, 2)), torch.bmm(y, y.transpose(1, 2))
+        sq, yq = torch.bmm(s, q[:, :, None])[..., 0], torch.bmm(y, q[:, :, None])[..., 0]
+        sy, yy = gram.diagonal(dim1=1, dim2=2), yy_g.diagonal(dim1=1, dim2=2)
         valid = (recent < self.count[a, None]) & (sy > eps * yy)
         rho = torch.where(valid, 1.0 / sy.clamp_min(tiny), torch.zeros_like(sy))
         newest = valid.to(torch.uint8).argmax(-1, keepdim=True)  # the first valid pair
@@ -433,13 +450,16 @@ class _Slots:
             (sy.gather(-1, newest) / yy.gather(-1, newest).clamp_min(tiny)).squeeze(-1),
             1.0 / q.norm(dim=-1).clamp_min(tiny),
         )
-        alphas = []
+        # first loop, newest pair first: q_j = q - sum_{i<j} alpha_i y_i, alpha_j = rho_j s_j . q_j
+        alpha = torch.zeros_like(sq)
         for j in range(depth):
-            alpha = rho[:, j] * (s[:, j] * q).sum(-1)
-            q.addcmul_(alpha[:, None], y[:, j], value=-1.0)
-            alphas.append(alpha)
-        r = gamma[:, None] * q
+            alpha[:, j] = rho[:, j] * (sq[:, j] - (alpha[:, :j] * gram[:, j, :j]).sum(-1))
+        # second loop, oldest first: r = gamma q_depth + sum_{i>j} (alpha_i - beta_i) s_i, beta_j = rho_j y_j . r
+        y_q_last = yq - torch.bmm(yy_g, alpha[:, :, None])[..., 0]
+        step = torch.zeros_like(sq)  # alpha_i - beta_i
         for j in reversed(range(depth)):
-            beta = rho[:, j] * (y[:, j] * r).sum(-1)
-            r.addcmul_((alphas[j] - beta)[:, None], s[:, j])
+            y_r = gamma * y_q_last[:, j] + (step[:, j + 1 :] * gram[:, j + 1 :, j]).sum(-1)
+            step[:, j] = alpha[:, j] - rho[:, j] * y_r
+        r = q.mul_(gamma[:, None])
+        r.add_(torch.bmm((-gamma[:, None] * alpha)[:, None, :], y)[:, 0]).add_(torch.bmm(step[:, None, :], s)[:, 0])
         return r
