@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from seatbelt.attacks import Attack, AttackObjective
-from seatbelt.attacks.inference import inference_copy
+from seatbelt.attacks.inference import DenseWhenWhole, UnfoldedConv, inference_copy
 from seatbelt.models import build_model
 from test_models import CONFIGS, _batch
 
@@ -58,6 +58,20 @@ def test_an_objective_on_the_copy_has_the_originals_values_and_gradients():
     torch.testing.assert_close(fast_grad, grad, rtol=1e-3, atol=1e-4)
 
 
+def _same_values_and_input_gradients(layer, replacement, x):
+    """The replacement's output and its gradient with respect to ``x`` are the layer's; returns the output."""
+    x = x.detach().requires_grad_(True)
+    x_replaced = x.detach().clone().requires_grad_(True)
+    expected, got = layer(x), replacement(x_replaced)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    weights = torch.randn_like(expected)
+    (expected * weights).sum().backward()
+    (got * weights).sum().backward()
+    torch.testing.assert_close(x_replaced.grad, x.grad, rtol=1e-5, atol=1e-5)
+    return got
+
+
 @pytest.mark.parametrize("layer, size", [
     (nn.Conv2d(5, 7, 4), 4),  # the encoder's last layer: one output pixel
     (nn.Conv2d(5, 7, (3, 2), stride=2, bias=False), (3, 2)),
@@ -65,28 +79,16 @@ def test_an_objective_on_the_copy_has_the_originals_values_and_gradients():
     (nn.ConvTranspose2d(5, 7, 4, stride=2), 1),
 ])
 def test_a_whole_input_convolution_runs_as_a_matrix_product_with_the_same_values_and_gradients(layer, size):
-    from seatbelt.attacks.inference import DenseWhenWhole
-
     torch.manual_seed(0)
     dense = DenseWhenWhole(layer)
     shape = (size, size) if isinstance(size, int) else size
-    x = torch.randn(3, 5, *shape, requires_grad=True)
-    x_dense = x.detach().clone().requires_grad_(True)
-    expected, got = layer(x), dense(x_dense)
-    assert got.shape == expected.shape
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    weights = torch.randn_like(expected)
-    (expected * weights).sum().backward()
-    (got * weights).sum().backward()
-    torch.testing.assert_close(x_dense.grad, x.grad, rtol=1e-5, atol=1e-5)
+    _same_values_and_input_gradients(layer, dense, torch.randn(3, 5, *shape))
     # any other input size is the layer's own business
     bigger = torch.randn(2, 5, shape[0] + 3, shape[1] + 3)
     torch.testing.assert_close(dense(bigger), layer(bigger))
 
 
 def test_only_convolutions_that_can_be_matrix_products_are_replaced():
-    from seatbelt.attacks.inference import DenseWhenWhole
-
     assert DenseWhenWhole.applies(nn.Conv2d(1, 2, 4))
     assert not DenseWhenWhole.applies(nn.Conv2d(1, 2, 4, padding=1))
     assert not DenseWhenWhole.applies(nn.Conv2d(2, 2, 4, groups=2))
@@ -103,24 +105,12 @@ def test_only_convolutions_that_can_be_matrix_products_are_replaced():
     nn.Conv2d(1, 8, (3, 5), stride=(2, 1), padding=(0, 1), bias=False),
 ])
 def test_a_single_channel_convolution_runs_unfolded_with_the_same_values_and_gradients(layer):
-    from seatbelt.attacks.inference import UnfoldedConv
-
     torch.manual_seed(0)
-    unfolded = UnfoldedConv(layer)
-    x = torch.randn(3, 1, 13, 11, requires_grad=True)
-    x_unfolded = x.detach().clone().requires_grad_(True)
-    expected, got = layer(x), unfolded(x_unfolded)
-    assert got.shape == expected.shape and got.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    weights = torch.randn_like(expected)
-    (expected * weights).sum().backward()
-    (got * weights).sum().backward()
-    torch.testing.assert_close(x_unfolded.grad, x.grad, rtol=1e-5, atol=1e-5)
+    got = _same_values_and_input_gradients(layer, UnfoldedConv(layer), torch.randn(3, 1, 13, 11))
+    assert got.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_only_single_channel_convolutions_are_unfolded():
-    from seatbelt.attacks.inference import UnfoldedConv
-
     assert UnfoldedConv.applies(nn.Conv2d(1, 4, 3))
     assert not UnfoldedConv.applies(nn.Conv2d(3, 4, 3))
     assert not UnfoldedConv.applies(nn.Conv2d(1, 4, 3, padding="same"))
