@@ -152,6 +152,41 @@ def test_a_sample_far_from_every_posterior_is_exact(generator, mode):
     _assert_matches_reference(z, mu, logvar, 100, "mws", generator, rtol=1e-5, atol=1e-3)
 
 
+def _count_fallbacks(monkeypatch) -> list:
+    calls = []
+    exact = tc._logsumexp
+
+    def counted(*args):
+        calls.append(1)
+        return exact(*args)
+
+    monkeypatch.setattr(tc, "_logsumexp", counted)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_sample_far_from_its_own_posterior_but_near_another_falls_back_to_the_max_shift(
+        generator, monkeypatch, mode, dtype):
+    """The forward shifts each sum by its diagonal term. z_0 sits on posterior 1's mean, thousands
+    of its own standard deviations away, so another term exceeds the diagonal one by far more
+    than e^88: the shifted sum overflows, and the estimator sums again shifted by the max."""
+    calls = _count_fallbacks(monkeypatch)
+    z, mu, logvar = (t.to(dtype) for t in _dataset(generator, 8, 3))
+    logvar[:2] = -8.0
+    z[0] = mu[1]
+    mu[0] = mu[1] + 5.0
+    z, mu, logvar = (t.requires_grad_() for t in (z, mu, logvar))
+    _assert_matches_reference(z, mu, logvar, 100, "mws", generator, rtol=1e-5, atol=1e-4)
+    assert calls, "the diagonal shift should have overflowed here"
+
+
+def test_a_sample_near_its_own_posterior_needs_no_fallback(generator, monkeypatch, mode):
+    calls = _count_fallbacks(monkeypatch)
+    z, mu, logvar = _dataset(generator, 32, 4)
+    tc.log_qz(z.float(), mu.float(), logvar.float(), 100)
+    assert not calls
+
+
 def test_without_a_compiler_the_estimator_warns_once_and_runs_eagerly(generator, monkeypatch):
     monkeypatch.setitem(tc._COMPILE, "enabled", True)
     monkeypatch.setattr(tc, "_COMPILED", {})
