@@ -60,6 +60,7 @@ plan: env
 bench: env
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/goals.py
 	$(BIN)/python bench/mig.py
 	$(BIN)/python bench/book_build.py --profile $(PROFILE)
 

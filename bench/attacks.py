@@ -38,6 +38,8 @@ from seatbelt.device import keep_freed_memory
 from seatbelt.models import ModelConfig
 from seatbelt.training import TrainConfig, fit
 
+from goals import save
+
 BATCHED = {
     "batched (default)": BatchedLBFGSB(),
     "batched (fast)": BatchedLBFGSB.fast(),
@@ -139,7 +141,7 @@ def main() -> None:
     print(f"bound at equal evaluation counts: {ref_seconds / ref_evals / (batch / n_problems):.1f}x on the model, "
           f"{ref_seconds / ref_evals / (batch_copy / n_problems):.1f}x on the inference copy")
 
-    goals = []
+    goals, issue_rows = [], []
     for name, (frame, seconds) in runs.items():
         if name.startswith("scipy"):
             continue
@@ -152,9 +154,18 @@ def main() -> None:
                       "worst band median / ref": f"{max(medians):.10f}",
                       "<= 1 in every band (float32 ties)": _met(max(medians) <= 1 + FLOAT32_EPS),
                       "strictly <= 1": _met(max(medians) <= 1)})
+        issue_rows += [
+            {"goal": f"{name}: speed-up over the scipy reference", "target": ">= 20x", "measured": f"{speed:.1f}x",
+             "met": speed >= 20},
+            {"goal": f"{name}: attacks as strong (Delta <= 1.01 Delta_ref)", "target": ">= 0.95",
+             "measured": f"{strict:.3f}", "met": strict >= 0.95},
+            {"goal": f"{name}: worst lambda band, median Delta / reference's", "target": "<= 1 (float32 ties)",
+             "measured": f"{max(medians):.10f}", "met": max(medians) <= 1 + FLOAT32_EPS},
+        ]
     print("\ngoal of issue 13 (median / ref: median Delta over the band over the reference's; the worst band shown; "
           f"a band within 1 + {FLOAT32_EPS:.3g} counts as a tie)")
     print(pd.DataFrame(goals).to_string(index=False))
+    print(f"(written to {save('attacks', issue_rows)}; `python bench/goals.py` prints it beside training's)")
 
 
 def _met(ok: bool) -> str:

@@ -1,0 +1,45 @@
+"""Issue 13's goals, training and attacks side by side, as the last run of each bench left them.
+
+bench/train_throughput.py and bench/attacks.py each write their goal table to
+_build/bench/<bench>.csv (columns goal, target, measured, met); `make bench` runs both, then
+this, so one run prints every goal of the issue in one table, met or not.
+
+    python bench/goals.py
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+
+OUT = Path(__file__).resolve().parents[1] / "_build" / "bench"
+PARTS = {"train_throughput": "training", "attacks": "attacks"}
+
+
+def save(bench: str, goals: list[dict]) -> Path:
+    """Write one bench's goal rows (goal, target, measured, met) for :func:`main` to print."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{bench}.csv"
+    pd.DataFrame(goals, columns=["goal", "target", "measured", "met"]).to_csv(path, index=False)
+    return path
+
+
+def main() -> None:
+    tables = []
+    for bench, part in PARTS.items():
+        path = OUT / f"{bench}.csv"
+        if not path.exists():
+            print(f"{part}: no results; run `python bench/{bench}.py` first")
+            continue
+        table = pd.read_csv(path)
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+        tables.append(table.assign(part=f"{part} ({stamp})", met=table["met"].map({True: "met", False: "not met"})))
+    if tables:
+        print("issue 13's goals, training and attacks (each part from its bench's last run)")
+        print(pd.concat(tables)[["part", "goal", "target", "measured", "met"]].to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
