@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from seatbelt.attacks import Attack, AttackObjective
-from seatbelt.attacks.inference import DenseWhenWhole, UnfoldedConv, inference_copy
+from seatbelt.attacks.inference import UnfoldedConv, inference_copy
 from seatbelt.models import build_model
 from test_models import CONFIGS, _batch
 
@@ -70,33 +70,6 @@ def _same_values_and_input_gradients(layer, replacement, x):
     (got * weights).sum().backward()
     torch.testing.assert_close(x_replaced.grad, x.grad, rtol=1e-5, atol=1e-5)
     return got
-
-
-@pytest.mark.parametrize("layer, size", [
-    (nn.Conv2d(5, 7, 4), 4),  # the encoder's last layer: one output pixel
-    (nn.Conv2d(5, 7, (3, 2), stride=2, bias=False), (3, 2)),
-    (nn.ConvTranspose2d(5, 7, 1), 1),  # the decoder's first layers: a 1x1 input
-    (nn.ConvTranspose2d(5, 7, 4, stride=2), 1),
-])
-def test_a_whole_input_convolution_runs_as_a_matrix_product_with_the_same_values_and_gradients(layer, size):
-    torch.manual_seed(0)
-    dense = DenseWhenWhole(layer)
-    shape = (size, size) if isinstance(size, int) else size
-    _same_values_and_input_gradients(layer, dense, torch.randn(3, 5, *shape))
-    # any other input size is the layer's own business
-    bigger = torch.randn(2, 5, shape[0] + 3, shape[1] + 3)
-    torch.testing.assert_close(dense(bigger), layer(bigger))
-
-
-def test_only_convolutions_that_can_be_matrix_products_are_replaced():
-    assert DenseWhenWhole.applies(nn.Conv2d(1, 2, 4))
-    assert not DenseWhenWhole.applies(nn.Conv2d(1, 2, 4, padding=1))
-    assert not DenseWhenWhole.applies(nn.Conv2d(2, 2, 4, groups=2))
-    assert not DenseWhenWhole.applies(nn.Conv2d(1, 2, 4, dilation=2))
-    assert not DenseWhenWhole.applies(nn.ConvTranspose2d(1, 2, 4, stride=2, padding=1))
-    assert not DenseWhenWhole.applies(nn.Linear(3, 4))
-    fast = inference_copy(_with_running_statistics(CONFIGS["vae-conv32"]))
-    assert sum(isinstance(m, DenseWhenWhole) for m in fast.modules()) >= 2
 
 
 @pytest.mark.parametrize("layer", [

@@ -1,23 +1,21 @@
 """A faster copy of a model for the attack solver to evaluate: the same function, fewer passes.
 
-An attack evaluates one frozen model thousands of times. Four rewrites make that cheaper:
+An attack evaluates one frozen model thousands of times. Three rewrites make that cheaper:
 
 * In eval mode a BatchNorm layer is an affine map, so it folds into the convolution or linear
   layer before it (w' = w s, b' = (b - m) s + beta, s = gamma / sqrt(var + eps)), which removes
   two elementwise passes per layer from every forward and backward.
-* A convolution whose kernel covers its whole input (the encoder's last layer: a 4x4 kernel on
-  a 4x4 map, giving 1x1) and a transposed convolution of a 1x1 input (the decoder's first
-  layers) are matrix products; run as one (:class:`DenseWhenWhole`), oneDNN's GEMM is several
-  times faster than its convolution for them, in both directions.
 * A convolution of a single-channel image (the encoder's first layer on greyscale data) runs as
   an unfold and a matrix product (:class:`UnfoldedConv`): oneDNN computes the gradient with
   respect to a one-channel input about 5x slower than the forward pass, which made that one
   gradient the most expensive step of an evaluation.
 * Convolutions run in channels-last layout, which oneDNN (CPU) and cuDNN (CUDA) serve faster.
 
-On the 32x32 bench VAE, one thread, an evaluation (objective and gradient) inside a batch of 510
-costs 0.24 ms on the copy against 0.41 ms on the model (bench/attacks.py prints both); the two
-matrix-product rewrites halved the cost of the copy with folding and channels-last alone.
+The conv nets' matrix products written as convolutions already run as matrix products in the
+model itself (:class:`seatbelt.nets.MatmulConv2d`), in training and here alike.
+
+bench/attacks.py prints the cost of one evaluation (objective and gradient) on the copy and on
+the model.
 
 The copy computes the model's function up to float rounding (relative differences of about 1e-6:
 the sums run in another order), so the solver searches with the copy while the battery measures
@@ -41,16 +39,14 @@ _FOLDABLE = {
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode, frozen copy of ``model``: BatchNorm folded, whole-input and single-channel
-    convolutions as matrix products, channels-last convolutions."""
+    """An eval-mode, frozen copy of ``model``: BatchNorm folded, single-channel convolutions as
+    matrix products, channels-last convolutions."""
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     for module in list(fast.modules()):
         if isinstance(module, nn.Sequential):
             _fold(module)
             for i, layer in enumerate(module):
-                if DenseWhenWhole.applies(layer):
-                    module[i] = DenseWhenWhole(layer)
-                elif UnfoldedConv.applies(layer):
+                if UnfoldedConv.applies(layer):
                     module[i] = UnfoldedConv(layer)
     return fast.to(memory_format=torch.channels_last)
 
@@ -59,50 +55,10 @@ def _fold(sequence: nn.Sequential) -> None:
     """Replace each (layer, BatchNorm) pair of ``sequence`` by the folded layer and an identity."""
     for i in range(len(sequence) - 1):
         layer, bn = sequence[i], sequence[i + 1]
-        kind = _FOLDABLE.get(type(layer))
+        # isinstance: the nets' matrix-product layers are convolutions, and fold as such
+        kind = next((k for cls, k in _FOLDABLE.items() if isinstance(layer, cls)), None)
         if kind and type(bn) is kind[0] and bn.track_running_stats and bn.running_mean is not None:
             sequence[i], sequence[i + 1] = kind[1](layer, bn), nn.Identity()
-
-
-class DenseWhenWhole(nn.Module):
-    """A 2-d convolution that runs as a matrix product whenever it is one, and as itself otherwise.
-
-    * ``Conv2d`` without padding on an input the size of its kernel: out[:, o] = W[o] . x + b[o],
-      one output pixel, W flattened over (in, kH, kW) as x is.
-    * ``ConvTranspose2d`` without padding on a 1x1 input: out[:, :, u, v] = x . W[:, :, u, v] + b,
-      a kH x kW output, W flattened over (out, kH, kW).
-    Stride does not matter in either case; other input sizes call the layer.
-    """
-
-    def __init__(self, layer: nn.Conv2d | nn.ConvTranspose2d):
-        super().__init__()
-        self.layer = layer
-        self.transposed = isinstance(layer, nn.ConvTranspose2d)
-        weight = layer.weight.detach()
-        if self.transposed:
-            # (in, out, kH, kW) -> (out * kH * kW, in); the bias repeats over the kernel's positions
-            self.register_buffer("weight", weight.flatten(1).T.contiguous())
-            bias = None if layer.bias is None else layer.bias.detach().repeat_interleave(weight[0, 0].numel())
-        else:
-            self.register_buffer("weight", weight.flatten(1).contiguous())
-            bias = None if layer.bias is None else layer.bias.detach()
-        self.register_buffer("bias", bias)
-
-    @staticmethod
-    def applies(layer: nn.Module) -> bool:
-        if type(layer) not in (nn.Conv2d, nn.ConvTranspose2d) or layer.groups != 1:
-            return False
-        if layer.padding != (0, 0) or layer.dilation != (1, 1) or layer.padding_mode != "zeros":
-            return False
-        return not isinstance(layer, nn.ConvTranspose2d) or layer.output_padding == (0, 0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        kernel = self.layer.kernel_size
-        if self.transposed and x.shape[-2:] == (1, 1):
-            return F.linear(x.flatten(1), self.weight, self.bias).view(len(x), -1, *kernel)
-        if not self.transposed and tuple(x.shape[-2:]) == kernel:
-            return F.linear(x.flatten(1), self.weight, self.bias)[:, :, None, None]
-        return self.layer(x)
 
 
 class UnfoldedConv(nn.Module):
