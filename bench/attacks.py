@@ -19,7 +19,8 @@ at the same optimum; the table prints the ratio to 10 digits beside the verdict.
 
     python bench/attacks.py [--pairs 10] [--threads 1] [--cache-dir DIR]
 
-The scipy reference takes about 20 minutes single-threaded, the whole bench about 25.
+The scipy reference takes 11 to 20 minutes single-threaded (it moves with the machine), the whole
+bench about 25.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ def main() -> None:
         {"cost": "scipy, per evaluation (measured, incl. scipy overhead)", "ms": round(1e3 * ref_seconds / ref_evals, 3)},
         {"cost": "one problem alone, forward + backward", "ms": round(1e3 * single, 3)},
         {"cost": f"one problem inside a batch of {n_problems}, forward + backward", "ms": round(1e3 * batch / n_problems, 3)},
-        {"cost": "the same on the solver's inference copy (BatchNorm folded, matrix-product convolutions, "
-                 "channels-last)",
+        {"cost": "the same on the solver's inference copy (BatchNorm folded, the single-channel convolution "
+                 "unfolded, channels-last)",
          "ms": round(1e3 * batch_copy / n_problems, 3)},
         *({"cost": f"{name}, per evaluation (measured, all overheads)",
            "ms": round(1e3 * seconds / frame["evaluations"].sum(), 3)}

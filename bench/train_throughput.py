@@ -2,10 +2,14 @@
 
 One optimiser step (forward, backward, Adam) on binary images, as `seatbelt.training.train` takes
 it: channels-last images, the TC estimator's loops compiled, glibc told to keep freed memory
-(`seatbelt.device.keep_freed_memory`, process-wide, so the peer below gets it too). Prints:
+(`seatbelt.device.keep_freed_memory`, process-wide, so the peer below gets it too), and the nets'
+matrix products written as convolutions run as matrix products (`seatbelt.nets.MatmulConv2d`, a
+property of the nets, so the peer gets it too). Prints:
 1. at 64x64 and 32x32, the models side by side with the overhead of the TC penalty and of the
    hierarchy over the plain VAE step; where pythae is installed (`pip install -e .[bench]`),
-   pythae 0.1.2's BetaTCVAE step (MWS) wrapped around the same encoder and decoder beside ours;
+   pythae 0.1.2's BetaTCVAE step (MWS) wrapped around the same encoder and decoder beside ours,
+   and, as context, around the same nets written with torch's convolution layers throughout (as
+   Chen et al.'s code and a pythae user write them);
 2. the TC overhead against the latent size d_z, at both image sizes, beside the estimator alone
    and its floor: two fused passes of one exp and one add per term of the (B, B, D) tensor (an
    exact estimator that does not store that tensor evaluates every term once forward and once
@@ -14,8 +18,8 @@ it: channels-last images, the TC estimator's loops compiled, glibc told to keep 
 3. which of issue 13's avenues paid: each one switched off alone;
 4. that training still means the same: the final held-out ELBO of the same seeds trained the
    fast way and the reference way (the textbook estimator, plain autograd over the whole
-   (B, B, D) tensor, as pythae and Chen et al.'s code write it; default layout), against the
-   seed spread;
+   (B, B, D) tensor, as pythae and Chen et al.'s code write it; default layout; torch's
+   convolution layers), against the seed spread;
 5. each goal of issue 13, met or not: at least 1.5x pythae's step, TC overhead at most 10%. The
    speed-up over pythae is judged with both in one process (the same allocator); pythae as its
    users run it (a process of its own, glibc's default allocator) is printed beside it as context,
@@ -46,7 +50,7 @@ from seatbelt import tc, zoo
 from seatbelt.device import keep_freed_memory
 from seatbelt.gaussian import log_density
 from seatbelt.models import ModelConfig, build_model, seatbelt_sizes
-from seatbelt.nets import ConvDecoder, ConvEncoder
+from seatbelt.nets import ConvDecoder, ConvEncoder, MatmulConv2d, MatmulConvTranspose2d
 from seatbelt.training import TrainConfig, train
 
 from goals import save
@@ -90,6 +94,19 @@ def textbook_estimator():
         tc.log_qz = fast
 
 
+def torch_layers(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` with the nets' matrix-product layers swapped for torch's convolutions holding the same parameters."""
+    swaps = {MatmulConv2d: torch.nn.Conv2d, MatmulConvTranspose2d: torch.nn.ConvTranspose2d}
+    for module in list(model.modules()):
+        for name, layer in module.named_children():
+            if type(layer) in swaps:
+                plain = swaps[type(layer)](layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                           bias=layer.bias is not None)
+                plain.load_state_dict(layer.state_dict())
+                setattr(module, name, plain)
+    return model
+
+
 class Stepper:
     """One model's optimiser step on a fixed batch, timed a step at a time."""
 
@@ -127,13 +144,15 @@ def time_interleaved(steppers: dict[str, Stepper], rounds: int, steps: int) -> d
     return {name: s.seconds for name, s in steppers.items()}
 
 
-def ours(config: ModelConfig, batch: int, **kwargs) -> Stepper:
+def ours(config: ModelConfig, batch: int, torch_convs: bool = False, **kwargs) -> Stepper:
     torch.manual_seed(0)
-    return Stepper(build_model(config), lambda m, x: m.loss(x).total, batch, config.data_shape, **kwargs)
+    model = torch_layers(build_model(config)) if torch_convs else build_model(config)
+    return Stepper(model, lambda m, x: m.loss(x).total, batch, config.data_shape, **kwargs)
 
 
-def pythae(config: ModelConfig, batch: int) -> Stepper | None:
-    """pythae 0.1.2's BetaTCVAE (MWS) around our ConvEncoder and ConvDecoder; None without pythae."""
+def pythae(config: ModelConfig, batch: int, torch_convs: bool = False) -> Stepper | None:
+    """pythae 0.1.2's BetaTCVAE (MWS) around our ConvEncoder and ConvDecoder (written with torch's
+    convolution layers throughout where ``torch_convs``); None without pythae."""
     try:
         from pythae.models import BetaTCVAE, BetaTCVAEConfig
         from pythae.models.base.base_utils import ModelOutput
@@ -164,6 +183,8 @@ def pythae(config: ModelConfig, batch: int) -> Stepper | None:
     peer_config = BetaTCVAEConfig(input_dim=config.data_shape, latent_dim=latent, beta=config.beta,
                                   use_mss=False, reconstruction_loss="mse")
     model = BetaTCVAE(peer_config, encoder=Encoder(), decoder=Decoder())
+    if torch_convs:
+        torch_layers(model)
     return Stepper(model, lambda m, x: m({"data": x}, dataset_size=DATASET_SIZE).loss, batch, config.data_shape,
                    channels_last=False)
 
@@ -183,6 +204,7 @@ def models_side_by_side(args) -> tuple[list[dict], list[dict]]:
         peer = pythae(configs["beta-TCVAE (MWS)"], args.batch)
         if peer is not None:
             steppers["pythae 0.1.2 BetaTCVAE (MWS)"] = peer
+            steppers["pythae, torch's conv layers"] = pythae(configs["beta-TCVAE (MWS)"], args.batch, torch_convs=True)
         seconds = time_interleaved(steppers, args.rounds, args.steps)
         if peer is not None:
             seconds["pythae, own process, glibc default"] = shipped = fresh_process(args, "pythae", size,
@@ -194,6 +216,7 @@ def models_side_by_side(args) -> tuple[list[dict], list[dict]]:
         if peer is not None:
             # the goal is judged with the allocator shared: the speed-up our code brings, not the process setting
             for peer_seconds, how in ((seconds["pythae 0.1.2 BetaTCVAE (MWS)"], "same process"),
+                                      (seconds["pythae, torch's conv layers"], "pythae on torch's conv layers, context"),
                                       (shipped, "pythae as shipped, context")):
                 speedup = peer_seconds / seconds["beta-TCVAE (MWS)"]
                 goals.append({"goal": f"{size}x{size}: beta-TCVAE step vs pythae's ({how})",
@@ -286,6 +309,7 @@ def avenues(args) -> list[dict]:
         config = ModelConfig(beta=4, data_shape=(1, size, size), dataset_size=DATASET_SIZE, latent_sizes=(latent,))
         steppers = {"all on": ours(config, args.batch),
                     "contiguous layout (no channels-last)": ours(config, args.batch, channels_last=False),
+                    "torch's conv layers for the matrix products": ours(config, args.batch, torch_convs=True),
                     "bfloat16 autocast added": ours(config, args.batch, autocast=True)}
         seconds = time_interleaved(steppers, args.rounds, args.steps)
         with estimator_compiled(False):
@@ -303,7 +327,7 @@ def avenues(args) -> list[dict]:
 
 def elbo_equivalence(seeds=(0, 1, 2), steps=150, batch=256) -> tuple[pd.DataFrame, dict]:
     """Final held-out ELBO of a dSprites beta-TCVAE (32x32, d_z 10, beta 4), fast and reference training
-    (the textbook estimator, contiguous layout)."""
+    (the textbook estimator, contiguous layout, torch's convolution layers)."""
     train_data, test = zoo.data("dsprites", "smoke"), zoo.data("dsprites", "smoke", split="test")
     x = test.get(slice(None))
     config = ModelConfig(beta=4, data_shape=train_data.item_shape, dataset_size=len(train_data))
@@ -312,7 +336,7 @@ def elbo_equivalence(seeds=(0, 1, 2), steps=150, batch=256) -> tuple[pd.DataFram
         row = {"seed": seed}
         for name, fast in (("fast", True), ("reference", False)):
             torch.manual_seed(seed)
-            model = build_model(config)
+            model = build_model(config) if fast else torch_layers(build_model(config))
             start = time.perf_counter()
             with nullcontext() if fast else textbook_estimator():
                 train(model, train_data, TrainConfig(steps=steps, batch_size=batch, seed=seed), show_progress=False,
@@ -365,7 +389,7 @@ def main() -> None:
     if not args.skip_elbo:
         table, goal = elbo_equivalence()
         print("\ntraining means the same: dSprites beta-TCVAE, 32x32, d_z 10, beta 4, 150 steps of 256, "
-              "held-out ELBO (nats per image); reference: the textbook estimator, contiguous layout")
+              "held-out ELBO (nats per image); reference: the textbook estimator, contiguous layout, torch's conv layers")
         print(table.to_string(index=False))
         goals.append(goal)
     print("\ngoals (issue 13)")
