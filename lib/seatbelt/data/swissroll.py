@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from .base import Data
@@ -29,7 +30,10 @@ def swiss_roll(n: int = 10_000, noise: float = 0.0, seed: int = 0) -> Data:
     g = torch.Generator().manual_seed(seed)
     t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))
     h = 21 * torch.rand(n, generator=g, dtype=torch.float64)
-    points = torch.stack([t * torch.cos(t), h, t * torch.sin(t)], 1)
+    # numpy's cos and sin: torch 2.13's float64 ones on CPU are now and then off by about 1e-8,
+    # which moved the centre and so every cached model's key from one process to the next
+    cos, sin = (torch.from_numpy(f(t.numpy())) for f in (np.cos, np.sin))
+    points = torch.stack([t * cos, h, t * sin], 1)
     points += noise * torch.randn(n, 3, generator=g, dtype=torch.float64)
     lo, hi = points.min(0).values, points.max(0).values
     centre, scale = (lo + hi) / 2, (hi - lo).max() / 2
