@@ -421,7 +421,7 @@ def training_minutes(point: Point, profile: str) -> float:
     """Estimated minutes to train ``point``: images seen over the recipe's measured images/s."""
     r = recipe(profile, point.dataset)
     point = point.resolve(r)
-    depth = 1 + 0.06 * (point.layers or 1)  # a Seatbelt of L = 4 costs about +24% (bench/train_throughput.py)
+    depth = 1 + 0.09 * (point.layers or 1)  # 32x32: a Seatbelt of L = 4 costs about +35% (bench/train_throughput.py)
     return r.train_config(point).steps * r.batch_size / r.images_per_s * depth / 60
 
 

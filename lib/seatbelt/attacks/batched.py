@@ -47,9 +47,9 @@ problems in lock-step rounds of one evaluation each:
   iterations and only each problem's leader goes on. Every row offers its distortion to the
   lambda path, but only the leaders adopt and polish one.
 * evaluations: by default (``inference_copy``) the solver evaluates a copy of the model with
-  BatchNorm folded into the layer before it, the convolutions that are matrix products run as
-  such, and channels-last layout (:mod:`.inference`), the same function up to float rounding;
-  the battery measures every reported number on the model itself.
+  BatchNorm folded into the layer before it, the single-channel convolution unfolded into a
+  matrix product, and channels-last layout (:mod:`.inference`), the same function up to float
+  rounding; the battery measures every reported number on the model itself.
 """
 
 from __future__ import annotations
