@@ -260,7 +260,7 @@ def _textbook_two_loop(pairs, g, free):
 
 
 def test_the_batched_two_loop_is_the_textbook_recursion_on_each_slot():
-    """Ring buffers at different heads and fill levels, a pair without curvature, half the variables held."""
+    """Ring buffers at different heads and fill levels, a reset memory, a pair without curvature, half the variables held."""
     from seatbelt.attacks.batched import _Slots
 
     g = torch.Generator().manual_seed(0)
@@ -272,13 +272,37 @@ def test_the_batched_two_loop_is_the_textbook_recursion_on_each_slot():
             y = s + 0.3 * torch.randn(1, n, generator=g)
             slots.remember(torch.tensor([slot]), s, y)
     slots.y[2, 0] = -slots.s[2, 0]  # negative curvature: skipped
+    slots.forget(torch.tensor([1]))  # a reset memory keeps its old pairs in the ring: they must not count
+    slots.remember(torch.tensor([1]), torch.randn(1, n, generator=g), torch.randn(1, n, generator=g).abs())
     grad = torch.randn(4, n, generator=g)
     free = torch.rand(4, n, generator=g) > 0.5
-    a = torch.tensor([3, 0, 2, 1])
-    got = slots.two_loop(a, grad[a], free[a])
-    for row, slot in enumerate(a.tolist()):
+    got = slots.two_loop(grad, free)
+    for slot in range(4):
         depth = int(slots.count[slot])
         newest_first = [(slots.s[slot, (int(slots.head[slot]) - 1 - i) % history],
                          slots.y[slot, (int(slots.head[slot]) - 1 - i) % history]) for i in range(depth)]
         expected = _textbook_two_loop(newest_first, grad[slot], free[slot]).float()
-        torch.testing.assert_close(got[row], expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got[slot], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compacting_moves_the_live_problems_to_the_first_slots_with_their_state():
+    from types import SimpleNamespace
+
+    from seatbelt.attacks.batched import _Slots
+
+    n, history, f64 = 6, 3, {"dtype": torch.float64}
+    run = SimpleNamespace(d=torch.arange(5.0, **f64)[:, None].expand(5, n).clone(),
+                          lower=-torch.ones(5, n, **f64), upper=torch.ones(5, n, **f64))
+    slots = _Slots(5, n, history, torch.float64, torch.device("cpu"))
+    for problem in (4, 3, 2, 1):
+        slots.load(problem, run)
+    slots.remember(torch.arange(4), torch.arange(4.0, **f64)[:, None].expand(4, n), torch.ones(4, n, **f64))
+    slots.problem[torch.tensor([0, 2])] = -1  # problems 4 and 2 finished
+    slots.compact()
+    assert slots.live == 2 and sorted(slots.problem[:2].tolist()) == [1, 3]
+    for slot in range(2):  # each problem took its d and its memory along (problem p was loaded into slot 4 - p)
+        problem = int(slots.problem[slot])
+        assert (slots.d[slot] == problem).all()
+        assert (slots.s[slot, 0] == 4 - problem).all() and int(slots.count[slot]) == 1
+    slots.load(0, run)
+    assert slots.live == 3 and int(slots.problem[2]) == 0 and int(slots.count[2]) == 0

@@ -30,7 +30,9 @@ problems in lock-step rounds of one evaluation each:
   objective is resolved to about 1e-7 of its start, and both solvers spend most of their
   iterations creeping towards that floor at small lambda (see bench/attacks.py).
   Finished problems leave the stack; waiting problems take their place (``memory_mb`` bounds
-  how many run at once: the history costs 2 * history * n numbers per problem).
+  how many run at once: the history costs 2 * history * n numbers per problem). The live
+  problems are kept in the first slots, so a round works on slices of the state, each problem's
+  stage (trying a step, backtracking, turning) a mask over them, not on gathered copies.
 * lambda path (``share_lambda_path``): problems that differ only in lambda share a source and
   a target, so a distortion found for one is a feasible start for all. Their divergences and
   norms give f_j(d_k) = r(d_k) + lambda_j ||d_k||^2 for every pair (j, k) without another model
@@ -218,84 +220,96 @@ class _Run:
         st = self.slots
         ticker = progress.Ticker(f"attack ({len(problems)} problems)", len(problems), every=5.0)
         while True:
-            free = torch.nonzero(st.problem < 0).flatten().tolist()
-            while free and pending:
-                st.load(free.pop(), pending.popleft(), self)
-            active = torch.nonzero(st.problem >= 0).flatten()
-            ticker.update(len(problems) - len(pending) - len(active), "problems converged")
-            if len(active) == 0:
+            st.compact()
+            while st.live < st.capacity and pending:
+                st.load(pending.popleft(), self)
+            ticker.update(len(problems) - len(pending) - st.live, "problems converged")
+            if st.live == 0:
                 return
-            problems_now = st.problem[active]
+            live = st.live
+            problems_now = st.problem[:live].clone()
             began = time.perf_counter()
-            self._round(active)
-            self.seconds[problems_now] += (time.perf_counter() - began) / len(active)
+            self._round(live)
+            self.seconds[problems_now] += (time.perf_counter() - began) / live
 
-    def _round(self, a: Tensor) -> None:
+    # The live problems sit in the first slots (``_Slots.compact``), so a round reads and writes
+    # slices of the state, not gathered copies; a problem's own stage is a mask over the slice.
+    def _round(self, m: int) -> None:
         cfg, st = self.cfg, self.slots
-        fresh = st.fresh[a]
-        d = st.d[a]
-        trial = torch.where(fresh[:, None], d, torch.clamp(d + st.step[a, None] * st.direction[a], st.lower[a], st.upper[a]))
+        live = slice(0, m)
+        fresh, d = st.fresh[live].clone(), st.d[live]
+        trial = torch.where(fresh[:, None], d,
+                            torch.clamp(d + st.step[live, None] * st.direction[live], st.lower[live], st.upper[live]))
         f_trial, div_trial, g_trial = self.objective.value_and_grad(
-            trial.view(len(a), *self.item_shape), self.problem_of[st.problem[a]]
+            trial.view(m, *self.item_shape), self.problem_of[st.problem[live]]
         )
         g_trial = g_trial.flatten(1)
-        st.evaluations[a] += 1
+        st.evaluations[live] += 1
         finite = torch.isfinite(f_trial) & torch.isfinite(g_trial).all(-1)
         change = trial - d
-        decrease = (st.g[a] * change).sum(-1)
+        decrease = (st.g[live] * change).sum(-1)
         # Armijo on the projected path; never accept an increase, even if the path bends uphill
-        accepted = finite & (fresh | (f_trial <= st.f[a] + cfg.armijo * decrease.clamp_max(0.0)))
+        accepted = finite & (fresh | (f_trial <= st.f[live] + cfg.armijo * decrease.clamp_max(0.0)))
 
+        rows = torch.arange(m, device=d.device)
         start_failed = fresh & ~finite
         if start_failed.any():
-            self._finish(a[start_failed], NON_FINITE)
-
-        acc = a[accepted]
-        if len(acc):
-            self._accept(acc, trial[accepted], f_trial[accepted], div_trial[accepted], g_trial[accepted],
-                         change[accepted], fresh[accepted])
+            self._finish(rows[start_failed], NON_FINITE)
+        if accepted.any():
+            self._accept(accepted, trial, f_trial, div_trial, g_trial, change, fresh)
         rejected = ~accepted & ~fresh
         if rejected.any():
-            self._backtrack(a[rejected], f_trial[rejected], decrease[rejected], finite[rejected])
+            self._backtrack(rows[rejected], f_trial[rejected], decrease[rejected], finite[rejected])
 
-    def _accept(self, a, trial, f_new, div_new, g_new, s, fresh) -> None:
+    def _accept(self, acc, trial, f_new, div_new, g_new, s, fresh) -> None:
+        """Take the trial point of the live slots where ``acc``; the other arguments cover every live slot."""
         cfg, st = self.cfg, self.slots
-        f_old = st.f[a]
-        y = g_new - st.g[a]
+        m = len(acc)
+        live, rows, keep = slice(0, m), torch.arange(m, device=acc.device), acc[:, None]
+        f_old = st.f[live].clone()
+        y = g_new - st.g[live]
         sy, yy = (s * y).sum(-1), (y * y).sum(-1)
-        store = ~fresh & (sy > self.eps * yy)
+        stepped = acc & ~fresh
+        store = stepped & (sy > self.eps * yy)
         if store.any():
-            st.remember(a[store], s[store], y[store])
-        st.iterations[a] += (~fresh).long()
-        st.d[a], st.f[a], st.divergence[a], st.g[a] = trial, f_new, div_new, g_new
-        st.fresh[a] = False
-        st.f_start[a] = torch.where(fresh, f_new, st.f_start[a])
-        st.f_checkpoint[a] = torch.where(fresh, f_new, st.f_checkpoint[a])
+            st.remember(rows[store], s[store], y[store])
+        st.iterations[live] += stepped.long()
+        st.d[live] = torch.where(keep, trial, st.d[live])
+        st.g[live] = torch.where(keep, g_new, st.g[live])
+        st.f[live] = torch.where(acc, f_new, f_old)
+        st.divergence[live] = torch.where(acc, div_new, st.divergence[live])
+        started = acc & fresh
+        st.fresh[live] = fresh & ~acc
+        st.f_start[live] = torch.where(started, f_new, st.f_start[live])
+        st.f_checkpoint[live] = torch.where(started, f_new, st.f_checkpoint[live])
 
-        projected = torch.clamp(trial - g_new, st.lower[a], st.upper[a]) - trial
-        code = torch.full_like(a, RUNNING)
-        code[st.evaluations[a] >= cfg.max_evals] = MAX_EVALS
-        code[st.iterations[a] >= self.max_iter] = MAX_ITER
+        projected = torch.clamp(trial - g_new, st.lower[live], st.upper[live]) - trial
+        code = torch.full_like(rows, RUNNING)
+        code.masked_fill_(st.evaluations[live] >= cfg.max_evals, MAX_EVALS)
+        code.masked_fill_(st.iterations[live] >= self.max_iter, MAX_ITER)
         if cfg.stall_window > 0:
-            checkpoint = ~fresh & (st.iterations[a] % cfg.stall_window == 0)
-            progress = st.f_checkpoint[a] - f_new
-            stalled = checkpoint & (progress <= cfg.stall_rtol * f_new.abs() + cfg.stall_atol * st.f_start[a].abs())
-            code[stalled] = STALLED
-            st.f_checkpoint[a] = torch.where(checkpoint, f_new, st.f_checkpoint[a])
+            checkpoint = stepped & (st.iterations[live] % cfg.stall_window == 0)
+            progress = st.f_checkpoint[live] - f_new
+            stalled = checkpoint & (progress <= cfg.stall_rtol * f_new.abs() + cfg.stall_atol * st.f_start[live].abs())
+            code.masked_fill_(stalled, STALLED)
+            st.f_checkpoint[live] = torch.where(checkpoint, f_new, st.f_checkpoint[live])
         # a step that leaves f unchanged in the model's precision: reset the memory and retry once
-        no_change = ~fresh & (f_old - f_new <= self.ftol * torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)))
-        retry = no_change & ~st.retried[a]
-        code[no_change & ~retry] = FTOL
-        code[projected.abs().amax(-1) <= cfg.pgtol] = PGTOL
+        no_change = stepped & (f_old - f_new <= self.ftol * torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)))
+        retry = no_change & ~st.retried[live]
+        code.masked_fill_(no_change & ~retry, FTOL)
+        code.masked_fill_(projected.abs().amax(-1) <= cfg.pgtol, PGTOL)
+        code.masked_fill_(~acc, RUNNING)  # only a problem that moved can stop here
         done = code != RUNNING
-        for value in code[done].unique().tolist():
-            self._finish(a[code == value], value)
+        if done.any():
+            for value in code[done].unique().tolist():
+                self._finish(rows[code == value], value)
         retry &= ~done
         if retry.any():
-            st.retried[a[retry]] = True
-            st.forget(a[retry])
-        if (~done).any():
-            self._new_direction(a[~done])
+            st.retried[rows[retry]] = True
+            st.forget(rows[retry])
+        turning = acc & ~done
+        if turning.any():
+            self._new_direction(turning)
 
     def _backtrack(self, a, f_trial, decrease, finite) -> None:
         cfg, st = self.cfg, self.slots
@@ -311,7 +325,9 @@ class _Run:
         retry = failed & ~give_up
         if retry.any():
             st.forget(a[retry])
-            self._new_direction(a[retry])
+            turning = torch.zeros(st.live, dtype=torch.bool, device=a.device)
+            turning[a[retry]] = True
+            self._new_direction(turning)
         shrink = ~failed & ~out_of_evals
         if shrink.any():
             a, f_trial, decrease, finite = a[shrink], f_trial[shrink], decrease[shrink], finite[shrink]
@@ -322,20 +338,21 @@ class _Run:
             t_new = torch.minimum(torch.maximum(t_quad, 0.1 * t), 0.5 * t)
             st.step[a] = torch.where(finite, t_new, 0.1 * t)
 
-    def _new_direction(self, a: Tensor) -> None:
+    def _new_direction(self, turning: Tensor) -> None:
+        """A new search direction for the live slots where ``turning``; the others keep theirs."""
         st = self.slots
-        g, d = st.g[a], st.d[a]
-        held = ((d <= st.lower[a]) & (g > 0)) | ((d >= st.upper[a]) & (g < 0))
-        g_free = g.masked_fill(held, 0.0)
-        p = -st.two_loop(a, g, ~held)
-        not_descent = ~((g * p).sum(-1) < 0)
+        live = slice(0, len(turning))
+        g, d = st.g[live], st.d[live]
+        held = ((d <= st.lower[live]) & (g > 0)) | ((d >= st.upper[live]) & (g < 0))
+        p = -st.two_loop(g, ~held)
+        not_descent = turning & ~((g * p).sum(-1) < 0)
         if not_descent.any():
-            st.forget(a[not_descent])
-            steepest = g_free[not_descent]
+            st.forget(torch.nonzero(not_descent).flatten())
+            steepest = g[not_descent].masked_fill(held[not_descent], 0.0)
             p[not_descent] = -steepest / steepest.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
-        st.direction[a] = p
-        st.step[a] = 1.0
-        st.backtracks[a] = 0
+        st.direction[live] = torch.where(turning[:, None], p, st.direction[live])
+        st.step[live] = torch.where(turning, 1.0, st.step[live])
+        st.backtracks[live] = torch.where(turning, 0, st.backtracks[live])
 
     def _finish(self, a: Tensor, code: int) -> None:
         st = self.slots
@@ -374,13 +391,14 @@ class _Run:
 
 
 class _Slots:
-    """The optimiser state of the problems being minimised, one row per slot."""
+    """The optimiser state of the problems being minimised, one row per slot; the first ``live`` slots
+    hold problems (:meth:`compact` keeps them there)."""
 
     def __init__(self, n_slots: int, n: int, history: int, dtype: torch.dtype, device: torch.device):
         def zeros(*shape, dtype=dtype):
             return torch.zeros(*shape, dtype=dtype, device=device)
 
-        self.history = history
+        self.history, self.capacity, self.live = history, n_slots, 0
         self.problem = torch.full((n_slots,), -1, dtype=torch.long, device=device)
         self.d, self.g, self.direction = zeros(n_slots, n), zeros(n_slots, n), zeros(n_slots, n)
         self.lower, self.upper = zeros(n_slots, n), zeros(n_slots, n)
@@ -393,13 +411,27 @@ class _Slots:
         self.backtracks, self.iterations, self.evaluations = (zeros(n_slots, dtype=torch.long) for _ in range(3))
         self.fresh = zeros(n_slots, dtype=torch.bool)
 
-    def load(self, slot: int, problem: int, run: _Run) -> None:
+    def load(self, problem: int, run: _Run) -> None:
+        """Put ``problem`` in the first free slot, with a fresh start and an empty memory."""
+        slot, self.live = self.live, self.live + 1
         self.problem[slot] = problem
         self.d[slot], self.lower[slot], self.upper[slot] = run.d[problem], run.lower[problem], run.upper[problem]
         self.fresh[slot] = True
         self.retried[slot] = False
         self.forget(torch.tensor([slot], device=self.d.device))
         self.backtracks[slot] = self.iterations[slot] = self.evaluations[slot] = 0
+
+    def compact(self) -> None:
+        """Move the last live slots into the holes finished problems left, so the live ones come first."""
+        alive = self.problem[: self.live] >= 0
+        n_alive = int(alive.sum())
+        if n_alive < self.live:
+            holes = torch.nonzero(~alive[:n_alive]).flatten()
+            movers = torch.nonzero(alive[n_alive:]).flatten() + n_alive
+            for state in vars(self).values():
+                if isinstance(state, Tensor):
+                    state[holes] = state[movers]
+            self.live = n_alive
 
     def forget(self, a: Tensor) -> None:
         self.count[a] = 0
@@ -411,8 +443,8 @@ class _Slots:
         self.head[a] = (head + 1) % self.history
         self.count[a] = torch.clamp(self.count[a] + 1, max=self.history)
 
-    def two_loop(self, a: Tensor, g: Tensor, free: Tensor) -> Tensor:
-        """H_F g for the slots in ``a``: the L-BFGS inverse Hessian of the free variables.
+    def two_loop(self, g: Tensor, free: Tensor) -> Tensor:
+        """H_F g for the first ``len(g)`` slots: the L-BFGS inverse Hessian of the free variables.
 
         The correction pairs are restricted to the free variables. A held variable sat on its
         bound during the steps that made the pairs, so s is zero there and (s_F, y_F) is a secant
@@ -420,46 +452,58 @@ class _Slots:
         that block, which is what a step in the free subspace needs (the free block of the full
         inverse would be dominated by directions the box forbids). Pairs without positive
         curvature on the free variables are skipped. Empty memory: g / ||g||.
+
+        The two-loop recursion (Nocedal and Wright 2006, Alg 7.4) in its compact form (Byrd,
+        Nocedal and Schnabel 1994, Theorem 2.2), which gives the same vector from the memory's
+        inner products: with S, Y the pairs oldest first, R the upper triangle of S'Y, D its diagonal
+        and H0 = gamma I (gamma = s'y / y'y of the newest pair),
+
+            H q = gamma q + S v - gamma Y u,   u = R^-1 S'q,   v = R^-T ((D + gamma Y'Y) u - gamma Y'q).
+
+        The products over the n variables are four batched Gram products and two for the result;
+        the rest is (slots, depth, depth) algebra in float64, two triangular solves instead of
+        the recursion's loops. A skipped pair gets a unit row and column in R and zeros
+        elsewhere, so its u and v are exactly zero, as if it were not in the memory.
         """
-        depth = int(self.count[a].max()) if len(a) else 0
+        m, history = len(g), self.history
+        count, head = self.count[:m], self.head[:m]
+        depth = int(count.max()) if m else 0
         tiny, eps = torch.finfo(g.dtype).tiny, torch.finfo(g.dtype).eps
         mask = free.to(g.dtype)
         q = g * mask
         if depth == 0:
             return q / q.norm(dim=-1, keepdim=True).clamp_min(tiny)
-        recent = torch.arange(depth, device=g.device)
-        order = (self.head[a, None] - 1 - recent) % self.history  # newest pair first
-        # rows (slot, pair) of the flattened memory, gathered by index_select: advanced indexing is 4x slower
-        rows = (self.history * a[:, None] + order).flatten()
-
-        def newest_first(memory: Tensor) -> Tensor:
-            return memory.flatten(0, 1).index_select(0, rows).view(len(a), depth, -1).mul_(mask[:, None])
-
-        s, y = newest_first(self.s), newest_first(self.y)
-        # Every inner product of the two loops is one of the memory's with itself or with q (Byrd,
-        # Nocedal and Schnabel 1994): four batched products give them all, and the loops run on the
-        # (slots, depth) coefficients, not on n-vectors. Gram[:, i, j] = s_i . y_j, yy_g[:, i, j] = y_i . y_j.
+        # mask only y: s_i' diag(mask) y_j = s_i' y_masked_j, and the result is masked at the end
+        s, y = self.s[:m], self.y[:m] * mask[:, None]
         gram, yy_g = torch.bmm(s, y.transpose(1, 2)), torch.bmm(y, y.transpose(1, 2))
         sq, yq = torch.bmm(s, q[:, :, None])[..., 0], torch.bmm(y, q[:, :, None])[..., 0]
+
+        # the ring's slots oldest first: position t of depth holds pair number count - depth + t
+        t = torch.arange(depth, device=g.device)
+        ring = (head[:, None] - depth + t) % history
+        slot = torch.arange(m, device=g.device)[:, None, None]
+        gram = gram[slot, ring[:, :, None], ring[:, None, :]].double()
+        yy_g = yy_g[slot, ring[:, :, None], ring[:, None, :]].double()
+        sq, yq = sq.gather(1, ring).double(), yq.gather(1, ring).double()
         sy, yy = gram.diagonal(dim1=1, dim2=2), yy_g.diagonal(dim1=1, dim2=2)
-        valid = (recent < self.count[a, None]) & (sy > eps * yy)
-        rho = torch.where(valid, 1.0 / sy.clamp_min(tiny), torch.zeros_like(sy))
-        newest = valid.to(torch.uint8).argmax(-1, keepdim=True)  # the first valid pair
+        valid = (t >= depth - count[:, None]) & (sy > eps * yy)
+        pairs = valid[:, :, None] & valid[:, None, :]
+        zero = torch.zeros((), dtype=torch.float64, device=g.device)
+        r_upper = torch.where(pairs, gram, zero).triu() + torch.diag_embed((~valid).double())
+        yy_g = torch.where(pairs, yy_g, zero)
+        sq, yq, sy = torch.where(valid, sq, zero), torch.where(valid, yq, zero), torch.where(valid, sy, zero)
+        newest = depth - 1 - valid.flip(-1).to(torch.uint8).argmax(-1, keepdim=True)
         gamma = torch.where(
             valid.any(-1),
             (sy.gather(-1, newest) / yy.gather(-1, newest).clamp_min(tiny)).squeeze(-1),
-            1.0 / q.norm(dim=-1).clamp_min(tiny),
-        )
-        # first loop, newest pair first: q_j = q - sum_{i<j} alpha_i y_i, alpha_j = rho_j s_j . q_j
-        alpha = torch.zeros_like(sq)
-        for j in range(depth):
-            alpha[:, j] = rho[:, j] * (sq[:, j] - (alpha[:, :j] * gram[:, j, :j]).sum(-1))
-        # second loop, oldest first: r = gamma q_depth + sum_{i>j} (alpha_i - beta_i) s_i, beta_j = rho_j y_j . r
-        y_q_last = yq - torch.bmm(yy_g, alpha[:, :, None])[..., 0]
-        step = torch.zeros_like(sq)  # alpha_i - beta_i
-        for j in reversed(range(depth)):
-            y_r = gamma * y_q_last[:, j] + (step[:, j + 1 :] * gram[:, j + 1 :, j]).sum(-1)
-            step[:, j] = alpha[:, j] - rho[:, j] * y_r
-        r = q.mul_(gamma[:, None])
-        r.add_(torch.bmm((-gamma[:, None] * alpha)[:, None, :], y)[:, 0]).add_(torch.bmm(step[:, None, :], s)[:, 0])
-        return r
+            1.0 / q.norm(dim=-1).double().clamp_min(tiny),
+        )[:, None]
+        u = torch.linalg.solve_triangular(r_upper, sq[:, :, None], upper=True)[..., 0]
+        w = sy * u + gamma * torch.bmm(yy_g, u[:, :, None])[..., 0] - gamma * yq
+        v = torch.linalg.solve_triangular(r_upper.mT, w[:, :, None], upper=False)[..., 0]
+
+        # back to the ring's order for the products with the memory
+        on_s = torch.zeros(m, history, dtype=torch.float64, device=g.device).scatter_(1, ring, v)
+        on_y = torch.zeros_like(on_s).scatter_(1, ring, -gamma * u)
+        r = torch.bmm(on_s.to(g.dtype)[:, None, :], s)[:, 0].mul_(mask)
+        return r.add_(torch.bmm(on_y.to(g.dtype)[:, None, :], y)[:, 0]).add_(gamma.to(g.dtype) * q)
