@@ -71,6 +71,7 @@ TYPESET = '<span class="math notranslate"><mjx-container class="MathJax"><mjx-ma
     (r'<p>the loss <span class="math notranslate nohighlight">\(\Delta\)</span></p>', "raw TeX \\("),
     (r'<div class="math notranslate nohighlight">\[ \Delta(d) \]</div>', "raw TeX \\["),
     ("<p>$$x^2$$</p>", "raw TeX $$"),
+    (r"<p>it minimises $-\big(x\big)</p><ul><li><p>\lambda d$. Every model</p></li></ul>", "raw TeX \\big \\lambda"),
     ('<span class="math notranslate nohighlight"></span>' + TYPESET, "1 of 2 equation(s) not typeset"),
 ])
 def test_untypeset_maths_is_found(html, body, problem):

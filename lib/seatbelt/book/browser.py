@@ -7,7 +7,9 @@ Every page of the toc must:
   file that exists and is not empty), each inside a ``<figure>`` with a caption; every chapter
   but the scorecard has at least one figure;
 - have its maths typeset: every ``math`` element holds MathJax's output, and no raw ``\\(``,
-  ``\\[`` or ``$$`` is left in the visible text (code blocks aside);
+  ``\\[``, ``$$`` or TeX command (``\\lambda``) is left in the visible text (code blocks aside):
+  a ``$`` that MyST did not pair, e.g. inline maths whose second line starts with ``+`` and so
+  became a list item, leaves its TeX as text;
 - make no request outside the site: every URL the page asks for while loading is a file under
   the site's folder (or inline data); a file under it that fails to load is a problem too;
 - keep its tables, code boxes and displayed equations within the text column at a
@@ -63,6 +65,7 @@ HOW_TO_GET_ONE = ("install Chromium or Google Chrome (Debian/Ubuntu: apt-get ins
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 ERROR_MARKERS = ("Traceback (most recent call last)", "PapermillExecutionError")
 RAW_TEX = ("\\(", "\\[", "$$")
+TEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 CODE_TAGS = ("script", "style", "pre", "code", "textarea", "mjx-assistive-mml", "math")
 VOID_TAGS = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 # Tag -> attributes whose URL the browser fetches by itself when the page loads.
@@ -346,7 +349,8 @@ def check_page(view: View | str, page: Path, figures: int | None, entry: str, si
     if uncaptioned:
         problems.append(f"{entry}: {uncaptioned} figure(s) without a caption (give the cell metadata "
                         "mystnb.figure.caption; see book/TEMPLATE.md)")
-    raw = [m for m in RAW_TEX if m in "".join(parsed.prose)]
+    prose = "".join(parsed.prose)
+    raw = [m for m in RAW_TEX if m in prose] + sorted(set(TEX_COMMAND.findall(prose)))[:5]
     if raw:
         problems.append(f"{entry}: raw TeX {' '.join(raw)} in the text (the maths was not typeset)")
     if not all(parsed.maths):
