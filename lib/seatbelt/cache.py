@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import digest
 from .data.base import Data
 from .models import ModelConfig, VAE, build_model
 
@@ -61,27 +62,16 @@ def data_identity(data: Data) -> dict[str, Any]:
     return identity
 
 
-# The sources that determine trained weights. Chapters, plots, attacks and the book machine are
+# The modules that determine trained weights. Chapters, plots, attacks and the book machine are
 # not among them: editing those must not retrain anything.
-WEIGHT_SOURCES = ("models.py", "nets.py", "tc.py", "gaussian.py", "training.py", "device.py", "data")
+WEIGHT_SOURCES = ("models", "nets", "tc", "gaussian", "training", "device", "data")
 
 
 def code_digest(sources: tuple[str, ...] = WEIGHT_SOURCES, package: str | os.PathLike | None = None) -> str:
-    """A hash of the ``*.py`` files named by ``sources`` (files or folders) under the seatbelt package."""
-    package = Path(package) if package is not None else Path(__file__).resolve().parent
-    files: list[Path] = []
-    for name in sources:
-        path = package / name
-        if path.is_dir():
-            files += sorted(path.rglob("*.py"))
-        elif path.exists():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"code_digest: {path} does not exist; WEIGHT_SOURCES names a file the package lacks.")
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()[:20]
+    """A hash of the modules named by ``sources`` (modules or subpackages of seatbelt), blind to
+    comments and docstrings (:mod:`seatbelt.digest`)."""
+    root = Path(package) if package is not None else digest.PACKAGE
+    return digest.digest(digest.modules(sources, root))
 
 
 def config_key(payload: dict[str, Any]) -> str:

@@ -53,7 +53,7 @@ REPRESENTATIONS = ("recon", "latent")
 TASKS: dict[str, tuple[str, str]] = {"mlp_recon": ("mlp", "recon"), "conv_recon": ("conv", "recon"),
                                      "mlp_latent": ("mlp", "latent")}
 TASK_LABELS = {"mlp_recon": "p_MLP(y|x)", "conv_recon": "p_Conv(y|x)", "mlp_latent": "p_MLP(y|z)"}
-SOURCES = cache.WEIGHT_SOURCES + ("classifiers.py",)
+SOURCES = cache.WEIGHT_SOURCES + ("classifiers",)
 _CHUNK = 512  # items per no-grad pass
 
 

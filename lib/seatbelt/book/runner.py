@@ -9,8 +9,9 @@ Layout of one profile's build, ``_build/<profile>/``:
     html/      the rendered book (see :mod:`seatbelt.book.render`; open html/index.html)
 
 A chapter's key hashes its source notebook, its final parameters, the profile, the zoo's recipe
-of the profile (``params/<profile>/zoo.yaml``, less its cost estimates) and the library's sources
-(every ``*.py`` under ``seatbelt/``). An unchanged key with its executed
+of the profile (``params/<profile>/zoo.yaml``, less its cost estimates) and the library's modules
+that results can depend on (all but the book machine and the progress lines; comments and
+docstrings do not count, :mod:`seatbelt.digest`). An unchanged key with its executed
 notebook present means the chapter is not re-executed; the scorecard's key also covers the
 claim checks it reads. Trained models come from the model cache of
 :func:`seatbelt.training.fit`, so an interrupted build resumes cheaply.
@@ -29,6 +30,7 @@ from typing import Any, Callable, Literal
 
 import papermill
 
+from .. import digest
 from . import monitor
 from . import params as P
 from . import toc
@@ -56,10 +58,14 @@ def _digest_files(files: list[Path], base: Path) -> str:
     return h.hexdigest()
 
 
-def library_digest() -> str:
-    """A hash of the seatbelt package's Python sources: a library change re-runs every chapter."""
-    package = Path(__file__).resolve().parents[1]
-    return _digest_files(list(package.rglob("*.py")), package)
+# What a chapter's pages cannot depend on: the book machine (running, rendering, checking pages)
+# and the terminal's progress lines. Editing these re-runs no chapter.
+NOT_IN_CHAPTER_KEYS = ("book", "progress")
+
+
+def library_digest(package: Path = digest.PACKAGE) -> str:
+    """A hash of the library modules a chapter's results can depend on, blind to comments and docstrings."""
+    return digest.digest(digest.all_modules(package, exclude=NOT_IN_CHAPTER_KEYS))
 
 
 def claims_digest(results: Path) -> str:
