@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PROFILE ?= cpu
 # The data directory: real images (CIFAR-10, CelebA, MNIST) that cannot be downloaded here.
-# Override with `make book SEATBELT_DATA=/path/to/data`; ../shared/data is where this workplace keeps them.
-SEATBELT_DATA ?= $(abspath ../shared/data)
+# Override with `make book SEATBELT_DATA=/path/to/data`. ../shared/data, where this workplace keeps
+# them, is used only if it exists (a fresh clone still generates dSprites, downloads CIFAR-10).
+SEATBELT_DATA ?= $(abspath $(wildcard ../shared/data))
 export SEATBELT_DATA
 
 .PHONY: env test book publish clean bench zoo plan
@@ -20,9 +21,11 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# The unit tests, then every notebook of the toc under nbval at its smoke defaults, in toc order
+# Lint and format checks (ruff, settings in pyproject.toml), the unit tests, then every notebook of the toc under nbval at its smoke defaults, in toc order
 # (the scorecard last, reading what the chapters wrote into _build/smoke/results), in one run.
 test: env
+	$(BIN)/ruff check lib tests bench
+	$(BIN)/ruff format --check lib tests bench
 	notebooks="$$($(BIN)/python -m seatbelt.book toc)" && \
 	$(BIN)/python -m pytest --nbval-lax tests $$notebooks
 
@@ -60,6 +63,7 @@ plan: env
 bench: env
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/attack_families.py --profile $(PROFILE)
 	$(BIN)/python bench/goals.py
 	$(BIN)/python bench/mig.py
 	$(BIN)/python bench/book_build.py --profile $(PROFILE)

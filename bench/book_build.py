@@ -1,4 +1,4 @@
-"""The book's build budgets (issue 7): cold cpu build, warm rebuild, one edited chapter.
+"""The book's build-time budgets: cold cpu build, warm rebuild, one edited chapter.
 
 Prints a table against the goals:
 
@@ -20,11 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pandas as pd
 
-from seatbelt.book import plan, runner, toc
+from seatbelt.book import layout, plan, toc
 
 COLD_GOAL_MIN, WARM_GOAL_S = 90.0, 60.0
 
@@ -39,30 +38,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as empty:
         cold = plan.table(root, args.profile, cache_dir=empty)
     per_chapter = cold.groupby("chapter", sort=False)["minutes"].sum()
-    stamps = runner.build_dir(root, args.profile) / "stamps"
-    measured = {p.stem.split("__")[-1]: json.loads(p.read_text())["seconds"] / 60 for p in stamps.glob("*.json")}
-    rows = [{"chapter": c, "estimated cold min": round(m, 1), "last build min": round(measured[c], 1) if c in measured else None}
-            for c, m in per_chapter.items()]
+    stamps = layout.build_dir(root, args.profile) / "stamps"
+    measured = {
+        p.stem.split("__")[-1]: json.loads(p.read_text())["seconds"] / 60
+        for p in stamps.glob("*.json")
+    }
+    rows = [
+        {
+            "chapter": c,
+            "estimated cold min": round(m, 1),
+            "last build min": round(measured[c], 1) if c in measured else None,
+        }
+        for c, m in per_chapter.items()
+    ]
     print(pd.DataFrame(rows).to_string(index=False))
     models = cold[cold["kind"] == "model"]
-    print(f"\nmodels: {int((models['state'] == 'to train').sum())} to train, {int((models['state'] == 'shared').sum())} "
-          "requests shared with an earlier chapter")
+    print(
+        f"\nmodels: {int((models['state'] == 'to train').sum())} to train, "
+        f"{int((models['state'] == 'shared').sum())} requests shared with an earlier chapter"
+    )
     total = cold["minutes"].sum()
     goal = "met" if total <= COLD_GOAL_MIN else "NOT met"
-    print(f"cold {args.profile} build, estimated: {total:.1f} min of training and attacks (goal {COLD_GOAL_MIN:.0f} min: {goal})")
+    print(
+        f"cold {args.profile} build, estimated: {total:.1f} min of training and attacks (goal "
+        f"{COLD_GOAL_MIN:.0f} min: {goal})"
+    )
     if measured:
-        print(f"last build, measured: {sum(measured.values()):.1f} min over {len(measured)} chapters")
+        print(
+            f"last build, measured: {sum(measured.values()):.1f} min over {len(measured)} chapters"
+        )
 
     if args.skip_warm or not measured:
         print("warm rebuild: not timed (no build of this profile yet, or --skip-warm)")
         return
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "seatbelt.book", "build", "--profile", args.profile],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "seatbelt.book", "build", "--profile", args.profile],
+        capture_output=True,
+        text=True,
+    )
     seconds = time.perf_counter() - start
     ran = [line for line in done.stdout.splitlines() if ": ran in" in line]
-    print(f"warm rebuild: {seconds:.0f} s, {len(ran)} chapter(s) re-executed, exit {done.returncode} "
-          f"(goal {WARM_GOAL_S:.0f} s: {'met' if seconds <= WARM_GOAL_S and done.returncode == 0 else 'NOT met'})")
+    print(
+        f"warm rebuild: {seconds:.0f} s, {len(ran)} chapter(s) re-executed, exit {done.returncode} "
+        f"(goal {WARM_GOAL_S:.0f} s: "
+        f"{'met' if seconds <= WARM_GOAL_S and done.returncode == 0 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

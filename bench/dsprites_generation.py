@@ -46,9 +46,14 @@ def run_case(case: str, threads: int, chunk: int) -> dict:
             on_pixels += int(torch.count_nonzero(images))
         n, output_mb = N_IMAGES, chunk * 64 * 64 / 2**20
     else:
-        data = dsprites(size=32 if case.startswith("32") else 64, source="generate", packed="packed" in case)
+        data = dsprites(
+            size=32 if case.startswith("32") else 64, source="generate", packed="packed" in case
+        )
         n, output_mb = len(data), data.x.numel() / 2**20
-        stored = (unpack_bits(data.x[i : i + 1024]) if data.packed else data.x[i : i + 1024] for i in range(0, n, 1024))
+        stored = (
+            unpack_bits(data.x[i : i + 1024]) if data.packed else data.x[i : i + 1024]
+            for i in range(0, n, 1024)
+        )
         on_pixels = sum(int(torch.count_nonzero(x)) for x in stored)
     seconds = time.perf_counter() - start
     return {
@@ -63,24 +68,40 @@ def run_case(case: str, threads: int, chunk: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads per case (default 1)")
     parser.add_argument("--chunk", type=int, default=16_384, help="images per chunk when streaming")
-    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # used by the child processes
+    parser.add_argument(
+        "--case", choices=CASES, help=argparse.SUPPRESS
+    )  # used by the child processes
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case, args.threads, args.chunk)))
         return
 
     print(f"dSprites generation, {args.threads} torch thread(s), one fresh process per case\n")
-    print("| case | images | seconds | peak RSS (MB) | of which imports (MB) | images held (MB) | mean on-pixels |")
+    print(
+        "| case | images | seconds | peak RSS (MB) | of which imports (MB) | images held (MB) | "
+        "mean on-pixels |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for case in CASES:
-        cmd = [sys.executable, __file__, "--case", case, "--threads", str(args.threads), "--chunk", str(args.chunk)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--case",
+            case,
+            "--threads",
+            str(args.threads),
+            "--chunk",
+            str(args.chunk),
+        ]
         r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
         print(
-            f"| {r['case']} | {r['images']:,} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | {r['baseline_mb']:.0f} "
-            f"| {r['output_mb']:.0f} | {r['mean_on']:.1f} |"
+            f"| {r['case']} | {r['images']:,} | {r['seconds']:.1f} | {r['peak_mb']:.0f} | "
+            f"{r['baseline_mb']:.0f} | {r['output_mb']:.0f} | {r['mean_on']:.1f} |"
         )
 
 

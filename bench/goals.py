@@ -1,8 +1,8 @@
-"""Issue 13's goals, training and attacks side by side, as the last run of each bench left them.
+"""The goals of training and of the attack solvers side by side, as each bench last left them.
 
-bench/train_throughput.py and bench/attacks.py each write their goal table to
-_build/bench/<bench>.csv (columns goal, target, measured, met); `make bench` runs both, then
-this, so one run prints every goal of the issue in one table, met or not.
+bench/train_throughput.py, bench/attacks.py and bench/attack_families.py each write their goal
+table to _build/bench/<bench>.csv (columns goal, target, measured, met); `make bench` runs them,
+then this, so one run prints every goal in one table, met or not.
 
     python bench/goals.py
 """
@@ -15,7 +15,11 @@ from pathlib import Path
 import pandas as pd
 
 OUT = Path(__file__).resolve().parents[1] / "_build" / "bench"
-PARTS = {"train_throughput": "training", "attacks": "attacks"}
+PARTS = {
+    "train_throughput": "training",
+    "attacks": "attacks",
+    "attack_families": "attacks per family",
+}
 
 
 def save(bench: str, goals: list[dict]) -> Path:
@@ -35,10 +39,16 @@ def main() -> None:
             continue
         table = pd.read_csv(path)
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
-        tables.append(table.assign(part=f"{part} ({stamp})", met=table["met"].map({True: "met", False: "not met"})))
+        tables.append(
+            table.assign(
+                part=f"{part} ({stamp})", met=table["met"].map({True: "met", False: "not met"})
+            )
+        )
     if tables:
-        print("issue 13's goals, training and attacks (each part from its bench's last run)")
-        print(pd.concat(tables)[["part", "goal", "target", "measured", "met"]].to_string(index=False))
+        print("speed goals, training and attacks (each part from its bench's last run)")
+        print(
+            pd.concat(tables)[["part", "goal", "target", "measured", "met"]].to_string(index=False)
+        )
 
 
 if __name__ == "__main__":

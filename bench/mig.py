@@ -7,7 +7,8 @@ With S = min(n_samples, N) sample points the work is about S N D (1 + sum_k sum_
 one-dimensional Gaussian log-densities (1.59 S N D on the full grid); the table gives that count
 and the nanoseconds per log-density.
 
-    OMP_NUM_THREADS=1 python bench/mig.py [--n 10000 100000 737280] [--n-samples 10000] [--threads 1] [--device auto]
+    OMP_NUM_THREADS=1 python bench/mig.py [--n 10000 100000 737280] [--n-samples 10000]
+        [--threads 1] [--device auto]
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ def code(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tenso
     factors = factors[torch.randperm(len(factors), generator=gen)[:n]]
     mu = torch.randn(n, 10, generator=gen)
     logvar = torch.zeros(n, 10)
-    for j, k in enumerate((1, 2, 3, 4)):  # scale, orientation, posX, posY -> z0..z3, spread to unit range
+    for j, k in enumerate(
+        (1, 2, 3, 4)
+    ):  # scale, orientation, posX, posY -> z0..z3, spread to unit range
         mu[:, j] = factors[:, k] / (FACTOR_SIZES[k] - 1) * 4
         logvar[:, j] = 2 * torch.log(torch.tensor(0.3))
     return mu, logvar, factors
@@ -51,7 +54,10 @@ def main() -> None:
         mu, logvar, factors = code(n)
         mu, logvar = mu.to(device), logvar.to(device)
         s = min(args.n_samples, n)
-        counts = [torch.unique(factors[:, k], return_counts=True)[1].double() / n for k in range(factors.shape[1])]
+        counts = [
+            torch.unique(factors[:, k], return_counts=True)[1].double() / n
+            for k in range(factors.shape[1])
+        ]
         evals = s * n * mu.shape[1] * (1 + sum(float((p**2).sum()) for p in counts))
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -60,11 +66,18 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-        rows.append({
-            "N": n, "S": s, "D": mu.shape[1], "log-densities": f"{evals:.2e}", "seconds": round(seconds, 2),
-            "ns / log-density": round(seconds / evals * 1e9, 2),
-            "MIG": round(mig_from_table(table), 3), "MIG w/o shape": round(mig_from_table(table, exclude=("shape",)), 3),
-        })
+        rows.append(
+            {
+                "N": n,
+                "S": s,
+                "D": mu.shape[1],
+                "log-densities": f"{evals:.2e}",
+                "seconds": round(seconds, 2),
+                "ns / log-density": round(seconds / evals * 1e9, 2),
+                "MIG": round(mig_from_table(table), 3),
+                "MIG w/o shape": round(mig_from_table(table, exclude=("shape",)), 3),
+            }
+        )
         print(pd.DataFrame(rows[-1:]).to_string(index=False), flush=True)
     print(f"\ndevice {device}, {args.threads} thread(s)")
     print(pd.DataFrame(rows).to_string(index=False))

@@ -41,8 +41,12 @@ def test_the_copy_computes_the_models_function_without_batchnorm(name):
         for p, q in zip(model.encode(x).posteriors, fast.encode(x).posteriors):
             torch.testing.assert_close(q.mu, p.mu, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(q.logvar, p.logvar, rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(fast.elbo(x, sample=False), model.elbo(x, sample=False), rtol=1e-5, atol=1e-3)
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), "the original must not change"
+        torch.testing.assert_close(
+            fast.elbo(x, sample=False), model.elbo(x, sample=False), rtol=1e-5, atol=1e-3
+        )
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()), (
+        "the original must not change"
+    )
     assert not fast.training and not any(p.requires_grad for p in fast.parameters())
 
 
@@ -59,7 +63,8 @@ def test_an_objective_on_the_copy_has_the_originals_values_and_gradients():
 
 
 def _same_values_and_input_gradients(layer, replacement, x):
-    """The replacement's output and its gradient with respect to ``x`` are the layer's; returns the output."""
+    """The replacement's output and its gradient with respect to ``x`` are the layer's; returns the
+    output."""
     x = x.detach().requires_grad_(True)
     x_replaced = x.detach().clone().requires_grad_(True)
     expected, got = layer(x), replacement(x_replaced)
@@ -72,11 +77,14 @@ def _same_values_and_input_gradients(layer, replacement, x):
     return got
 
 
-@pytest.mark.parametrize("layer", [
-    nn.Conv2d(1, 8, 4, 2, 1),  # the encoder's first layer on greyscale images
-    nn.Conv2d(1, 8, 3, stride=1, padding=2, dilation=2),
-    nn.Conv2d(1, 8, (3, 5), stride=(2, 1), padding=(0, 1), bias=False),
-])
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv2d(1, 8, 4, 2, 1),  # the encoder's first layer on greyscale images
+        nn.Conv2d(1, 8, 3, stride=1, padding=2, dilation=2),
+        nn.Conv2d(1, 8, (3, 5), stride=(2, 1), padding=(0, 1), bias=False),
+    ],
+)
 def test_a_single_channel_convolution_runs_unfolded_with_the_same_values_and_gradients(layer):
     torch.manual_seed(0)
     got = _same_values_and_input_gradients(layer, UnfoldedConv(layer), torch.randn(3, 1, 13, 11))

@@ -14,17 +14,26 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from seatbelt.attacks import Attack, AttackObjective
+from seatbelt.attacks import Attack, AttackObjective, BatchedLBFGSB
 from seatbelt.gaussian import DiagGaussian, kl, w2
 from seatbelt.models import Encoding
 
 
-
 class LinearGaussian(nn.Module):
-    """A toy VAE: linear Gaussian encoder chain, linear Gaussian decoder, N(0, I) prior on every layer."""
+    """A toy VAE: linear Gaussian encoder chain, linear Gaussian decoder, N(0, I) prior on every
+    layer."""
 
-    def __init__(self, shape=(1, 4, 4), latent_sizes=(3,), *, seed=0, logvar=-1.0, linear_logvar=False,
-                 diagonal=False, likelihood_std=0.5):
+    def __init__(
+        self,
+        shape=(1, 4, 4),
+        latent_sizes=(3,),
+        *,
+        seed=0,
+        logvar=-1.0,
+        linear_logvar=False,
+        diagonal=False,
+        likelihood_std=0.5,
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         n = math.prod(shape)
@@ -39,11 +48,21 @@ class LinearGaussian(nn.Module):
                 nn.Parameter(torch.randn(sizes[i + 1], sizes[i], generator=g) / math.sqrt(sizes[i]))
                 for i in range(len(latent_sizes))
             )
-        self.b = nn.ParameterList(nn.Parameter(0.1 * torch.randn(k, generator=g)) for k in latent_sizes)
-        self.c = nn.ParameterList(nn.Parameter(torch.full((k,), logvar) + 0.2 * torch.randn(k, generator=g))
-                                  for k in latent_sizes)
-        self.C = nn.Parameter(0.3 * torch.randn(latent_sizes[0], n, generator=g) / math.sqrt(n)) if linear_logvar else None
-        self.W = nn.Parameter(torch.randn(n, sum(latent_sizes), generator=g) / math.sqrt(sum(latent_sizes)))
+        self.b = nn.ParameterList(
+            nn.Parameter(0.1 * torch.randn(k, generator=g)) for k in latent_sizes
+        )
+        self.c = nn.ParameterList(
+            nn.Parameter(torch.full((k,), logvar) + 0.2 * torch.randn(k, generator=g))
+            for k in latent_sizes
+        )
+        self.C = (
+            nn.Parameter(0.3 * torch.randn(latent_sizes[0], n, generator=g) / math.sqrt(n))
+            if linear_logvar
+            else None
+        )
+        self.W = nn.Parameter(
+            torch.randn(n, sum(latent_sizes), generator=g) / math.sqrt(sum(latent_sizes))
+        )
         self.w0 = nn.Parameter(0.1 * torch.randn(n, generator=g))
 
     @property
@@ -76,13 +95,17 @@ class LinearGaussian(nn.Module):
         resid = ((x - self.decode(zs)) / s).flatten(1)
         return (-0.5 * resid**2 - math.log(s) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
-    def elbo(self, x: Tensor, target: Tensor | None = None, sample: bool = True, generator=None) -> Tensor:
+    def elbo(
+        self, x: Tensor, target: Tensor | None = None, sample: bool = True, generator=None
+    ) -> Tensor:
         enc = self.encode(x, sample=sample, generator=generator)
         target = x if target is None else target
         return self.log_likelihood(target, enc.z) - sum(kl(q.mu, q.logvar) for q in enc.posteriors)
 
 
-def random_pairs(n_pairs: int, shape=(1, 4, 4), seed: int = 1, spread: float = 0.5, step: float = 0.05):
+def random_pairs(
+    n_pairs: int, shape=(1, 4, 4), seed: int = 1, spread: float = 0.5, step: float = 0.05
+):
     """Sources well inside [-1, 1] and targets near them, so attack optima stay inside the box."""
     g = torch.Generator().manual_seed(seed)
     x = (torch.rand(n_pairs, *shape, generator=g) * 2 - 1) * spread
@@ -98,8 +121,13 @@ def test_latent_objective_is_the_closed_form_of_seatbelt_gaussian():
     penalty = lambdas * d.flatten(1).pow(2).sum(-1)
     for kind, r in (("kl", kl), ("w2", w2)):
         per_layer = [r(q[i].mu, q[i].logvar, qt[i].mu, qt[i].logvar) for i in range(2)]
-        for layers, expected in (("all", per_layer[0] + per_layer[1]), ("bottom", per_layer[0]),
-                                 ("top", per_layer[1]), ((2,), per_layer[1]), ((1, 2), per_layer[0] + per_layer[1])):
+        for layers, expected in (
+            ("all", per_layer[0] + per_layer[1]),
+            ("bottom", per_layer[0]),
+            ("top", per_layer[1]),
+            ((2,), per_layer[1]),
+            ((1, 2), per_layer[0] + per_layer[1]),
+        ):
             delta, divergence = AttackObjective(model, Attack(kind, layers), x, x_t, lambdas)(d)
             torch.testing.assert_close(divergence, expected)
             torch.testing.assert_close(delta, expected + penalty)
@@ -113,17 +141,49 @@ def test_output_objective_is_the_negative_elbo_of_the_target():
     q = model.encode(x + d).posteriors[0]
     s = model.config.likelihood_std
     recon = (q.mu @ model.W.T + model.w0).view_as(x)
-    nll = (0.5 * ((x_t - recon) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)).flatten(1).sum(-1)
+    nll = (
+        (0.5 * ((x_t - recon) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi))
+        .flatten(1)
+        .sum(-1)
+    )
     expected = nll + kl(q.mu, q.logvar)
     delta, divergence = AttackObjective(model, Attack("output"), x, x_t, lambdas)(d)
     torch.testing.assert_close(divergence, expected)
     torch.testing.assert_close(delta, expected + lambdas * d.flatten(1).pow(2).sum(-1))
 
 
+def test_recon_attack_is_the_l2_output_attack_and_reaches_its_closed_form_optimum():
+    # recon(x + d) = M (x + d) + c with M = W A and c = W b + w0, so the optimum of
+    # ||M (x + d) + c - x_t||^2 + lambda ||d||^2 solves (M'M + lambda I) d = -M'(M x + c - x_t)
+    model = LinearGaussian().double().eval()
+    x, x_t = (t.double() for t in random_pairs(3, step=0.02))
+    lambdas = torch.tensor([0.25, 1.0, 4.0], dtype=torch.float64)
+    M = (model.W @ model.A[0]).detach()
+    c = (model.W @ model.b[0] + model.w0).detach()
+    d = 0.1 * torch.randn_like(x)
+    delta, divergence = AttackObjective(model, Attack("recon"), x, x_t, lambdas)(d)
+    expected = ((x + d).flatten(1) @ M.T + c - x_t.flatten(1)).pow(2).sum(-1)
+    torch.testing.assert_close(divergence, expected)
+    torch.testing.assert_close(delta, expected + lambdas * d.flatten(1).pow(2).sum(-1))
+    n = x[0].numel()
+    optimum = []
+    for p in range(3):
+        r = M @ x[p].flatten() + c - x_t[p].flatten()
+        d_star = torch.linalg.solve(M.T @ M + lambdas[p] * torch.eye(n, dtype=M.dtype), -M.T @ r)
+        optimum.append((M @ d_star + r).pow(2).sum() + lambdas[p] * d_star.pow(2).sum())
+    objective = AttackObjective(model, Attack("recon"), x, x_t, lambdas)
+    solved = BatchedLBFGSB().solve(objective, torch.zeros_like(x))
+    torch.testing.assert_close(objective(solved.d)[0], torch.stack(optimum), rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="the recon attack uses every layer"):
+        Attack("recon", "top")
+
+
 def test_objective_gradient_matches_finite_differences():
     model = LinearGaussian(latent_sizes=(3, 2), linear_logvar=True).double().eval()
     x, x_t = (t.double() for t in random_pairs(2))
-    objective = AttackObjective(model, Attack("kl"), x, x_t, torch.tensor([0.3, 3.0], dtype=torch.float64))
+    objective = AttackObjective(
+        model, Attack("kl"), x, x_t, torch.tensor([0.3, 3.0], dtype=torch.float64)
+    )
     d = 0.1 * torch.randn_like(x)
     _, _, grad = objective.value_and_grad(d)
     direction = torch.randn_like(d)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_book import write_notebook
 
 from seatbelt.book import params as P
 from seatbelt.book import sweep as S
+from test_book import write_notebook
 
 # Writes a tidy table whose values are known functions of the point, and a claim check.
 PARAMS = 'results_dir = "results"\nbeta = 1.0\nseed = 0\ntag = "t"'
@@ -19,7 +19,8 @@ from seatbelt import claims
 out = pathlib.Path(results_dir) / "toy"
 out.mkdir(parents=True, exist_ok=True)
 (out / "metrics.csv").write_text("metric,value\\nsquare,%s\\nsum,%s\\n" % (beta ** 2, beta + seed))
-effect = claims.Effect("beta - 2", beta - 2, beta - 2.5, beta - 1.5, null=0, direction="greater", n=10)
+effect = claims.Effect("beta - 2", beta - 2, beta - 2.5, beta - 1.5, null=0, \
+direction="greater", n=10)
 claims.ClaimCheck("C3", effect, chapter="toy").save(results_dir)
 """
 
@@ -58,7 +59,9 @@ def test_every_point_is_validated_before_any_runs(notebook, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(P.ParameterError) as e:
         S.sweep(notebook, {"beta": [1, "x"], "seeds": [0]}, out, log=lambda _: None)
-    assert "unknown parameter 'seeds'" in str(e.value) and "parameter 'beta': got str 'x'" in str(e.value)
+    assert "unknown parameter 'seeds'" in str(e.value) and "parameter 'beta': got str 'x'" in str(
+        e.value
+    )
     with pytest.raises(P.ParameterError, match="set by the runner"):
         S.sweep(notebook, {"results_dir": ["a"]}, out, log=lambda _: None)
     assert not out.exists()
@@ -71,7 +74,9 @@ def check_collected(out: Path, table: pd.DataFrame, grid: dict) -> None:
     assert list(metrics.columns) == ["point", *(f"param_{k}" for k in grid), "metric", "value"]
     for i, point in enumerate(points):
         rows = metrics[metrics["point"] == i].set_index("metric")["value"]
-        assert rows["square"] == point["beta"] ** 2 and rows["sum"] == point["beta"] + point.get("seed", 0)
+        assert rows["square"] == point["beta"] ** 2 and rows["sum"] == point["beta"] + point.get(
+            "seed", 0
+        )
     checks = pd.read_csv(out / "claims.csv")
     assert list(checks["status"]) == ["held" if p["beta"] - 2.5 > 0 else "not held" for p in points]
     assert (out / "points.csv").is_file() and all(Path(n).is_file() for n in table["notebook"])
@@ -88,9 +93,12 @@ def test_a_sequential_sweep_collects_every_point(notebook, tmp_path):
 def test_a_sweep_on_a_dask_cluster(notebook, tmp_path):
     distributed = pytest.importorskip("dask.distributed")
     grid = {"beta": [1, 4], "seed": [2]}
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        table = S.sweep(notebook, grid, tmp_path / "out", dask=cluster.scheduler_address, log=lambda _: None)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        table = S.sweep(
+            notebook, grid, tmp_path / "out", dask=cluster.scheduler_address, log=lambda _: None
+        )
     check_collected(tmp_path / "out", table, grid)
 
 
@@ -98,5 +106,9 @@ def test_a_failed_point_is_recorded_and_the_others_collected(tmp_path):
     body = "if beta > 2:\n    raise RuntimeError('too big')\n" + BODY
     notebook = write_notebook(tmp_path / "toy.ipynb", PARAMS, body)
     table = S.sweep(notebook, {"beta": [1, 3]}, tmp_path / "out", log=lambda _: None)
-    assert list(table["status"]) == ["ok", "failed"] and "RuntimeError: too big" in table["error"][1]
-    assert list(pd.read_csv(tmp_path / "out" / "tables" / "toy__metrics.csv")["point"].unique()) == [0]
+    assert (
+        list(table["status"]) == ["ok", "failed"] and "RuntimeError: too big" in table["error"][1]
+    )
+    assert list(
+        pd.read_csv(tmp_path / "out" / "tables" / "toy__metrics.csv")["point"].unique()
+    ) == [0]

@@ -22,8 +22,17 @@ def coverage(level: float, paired: bool, reps: int = 300, n: int = 60) -> float:
         a = rng.lognormal(1.0, 1.0, n)
         # paired: b's marginal is lognormal(1.5, sqrt(1.09)), median e^1.5, correlated with a
         b = a * np.exp(0.5 + 0.3 * rng.standard_normal(n)) if paired else rng.lognormal(1.5, 1.0, n)
-        e = measure("ratio", ratio_of_medians, (b, a), null=1, direction="greater", paired=paired,
-                    level=level, n_resamples=1000, seed=r)
+        e = measure(
+            "ratio",
+            ratio_of_medians,
+            (b, a),
+            null=1,
+            direction="greater",
+            paired=paired,
+            level=level,
+            n_resamples=1000,
+            seed=r,
+        )
         hits += e.low <= truth <= e.high
     return hits / reps
 
@@ -42,7 +51,10 @@ def test_the_level_is_honoured():
 
 
 def test_the_statistics_are_vectorised_over_the_last_axis():
-    a, b = np.array([[1.0, 2.0, 9.0], [4.0, 4.0, 4.0]]), np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 8.0]])
+    a, b = (
+        np.array([[1.0, 2.0, 9.0], [4.0, 4.0, 4.0]]),
+        np.array([[1.0, 1.0, 1.0], [2.0, 3.0, 8.0]]),
+    )
     assert ratio_of_medians(a, b).tolist() == [2.0, 4 / 3]
 
 
@@ -64,14 +76,26 @@ def test_the_paired_t_interval_holds_its_level_with_few_units(scale, n):
 
 
 def test_paired_comparison_known_answer_and_refusals():
-    e = claims.paired_comparison("e", [2.0, 8.0], [1.0, 2.0], scale="ratio", null=1, direction="greater")
-    assert e.estimate == pytest.approx(math.sqrt(2 * 4)) and e.n == 2 and e.method == "paired t (log ratio)"
-    e = claims.paired_comparison("e", [3.0, 5.0, 7.0], [1.0, 2.0, 3.0], scale="difference", null=0, direction="greater")
+    e = claims.paired_comparison(
+        "e", [2.0, 8.0], [1.0, 2.0], scale="ratio", null=1, direction="greater"
+    )
+    assert (
+        e.estimate == pytest.approx(math.sqrt(2 * 4))
+        and e.n == 2
+        and e.method == "paired t (log ratio)"
+    )
+    e = claims.paired_comparison(
+        "e", [3.0, 5.0, 7.0], [1.0, 2.0, 3.0], scale="difference", null=0, direction="greater"
+    )
     assert e.estimate == pytest.approx(3.0) and e.low < 3.0 < e.high
     with pytest.raises(ValueError, match="positive"):
-        claims.paired_comparison("e", [1.0, -1.0], [1.0, 1.0], scale="ratio", null=1, direction="greater")
+        claims.paired_comparison(
+            "e", [1.0, -1.0], [1.0, 1.0], scale="ratio", null=1, direction="greater"
+        )
     with pytest.raises(ValueError, match="equal size"):
-        claims.paired_comparison("e", [1.0, 2.0], [1.0], scale="difference", null=0, direction="greater")
+        claims.paired_comparison(
+            "e", [1.0, 2.0], [1.0], scale="difference", null=0, direction="greater"
+        )
 
 
 def test_constant_data_give_a_point_interval():
@@ -81,15 +105,19 @@ def test_constant_data_give_a_point_interval():
 
 def test_the_same_seed_gives_the_same_interval():
     x = np.random.default_rng(0).normal(size=50)
-    assert measure("m", claims.median, (x,), null=0, direction="greater", seed=3) == \
-        measure("m", claims.median, (x,), null=0, direction="greater", seed=3)
+    assert measure("m", claims.median, (x,), null=0, direction="greater", seed=3) == measure(
+        "m", claims.median, (x,), null=0, direction="greater", seed=3
+    )
 
 
-@pytest.mark.parametrize("samples, paired, message", [
-    ((np.array([1.0, np.nan, 2.0]),), False, "NaN or inf"),
-    ((np.ones(5), np.ones(6)), True, "equal sizes"),
-    ((np.ones(1),), False, "at least 2 values"),
-])
+@pytest.mark.parametrize(
+    "samples, paired, message",
+    [
+        ((np.array([1.0, np.nan, 2.0]),), False, "NaN or inf"),
+        ((np.ones(5), np.ones(6)), True, "equal sizes"),
+        ((np.ones(1),), False, "at least 2 values"),
+    ],
+)
 def test_bad_samples_are_refused(samples, paired, message):
     stat = ratio_of_medians if len(samples) == 2 else claims.median
     with pytest.raises(ValueError, match=message):
@@ -97,21 +125,26 @@ def test_bad_samples_are_refused(samples, paired, message):
 
 
 def effect(low, high, direction="greater", null=1.0, margin=0.0):
-    return Effect("e", (low + high) / 2, low, high, null=null, direction=direction, margin=margin, n=10)
+    return Effect(
+        "e", (low + high) / 2, low, high, null=null, direction=direction, margin=margin, n=10
+    )
 
 
-@pytest.mark.parametrize("e, supported", [
-    (effect(1.1, 2.0), True),
-    (effect(0.9, 2.0), False),                       # covers the null: not shown
-    (effect(0.5, 0.8), False),                       # the opposite
-    (effect(0.95, 2.0, margin=0.1), True),           # "at least as large", within the margin
-    (effect(0.2, 0.9, "less"), True),
-    (effect(0.2, 1.1, "less"), False),
-    (effect(-0.05, 0.08, "within", 0.0, 0.1), True),
-    (effect(-0.05, 0.2, "within", 0.0, 0.1), False),
-    (effect(float("nan"), float("nan")), False),
-    (effect(1.1, float("inf")), False),
-])
+@pytest.mark.parametrize(
+    "e, supported",
+    [
+        (effect(1.1, 2.0), True),
+        (effect(0.9, 2.0), False),  # covers the null: not shown
+        (effect(0.5, 0.8), False),  # the opposite
+        (effect(0.95, 2.0, margin=0.1), True),  # "at least as large", within the margin
+        (effect(0.2, 0.9, "less"), True),
+        (effect(0.2, 1.1, "less"), False),
+        (effect(-0.05, 0.08, "within", 0.0, 0.1), True),
+        (effect(-0.05, 0.2, "within", 0.0, 0.1), False),
+        (effect(float("nan"), float("nan")), False),
+        (effect(1.1, float("inf")), False),
+    ],
+)
 def test_a_claim_is_supported_only_when_the_whole_interval_is_where_it_predicts(e, supported):
     assert e.supported is supported
     assert ClaimCheck("C3", e).status == ("held" if supported else "not held")
@@ -134,7 +167,13 @@ def test_the_registry_holds_the_thirteen_claims_in_order():
 
 
 def test_checks_round_trip_through_json_and_fill_the_scorecard(tmp_path):
-    check = ClaimCheck("C3", effect(1.2, 3.0), context=(effect(0.5, 0.7, "less", 1.0),), chapter="intro", profile="smoke")
+    check = ClaimCheck(
+        "C3",
+        effect(1.2, 3.0),
+        context=(effect(0.5, 0.7, "less", 1.0),),
+        chapter="intro",
+        profile="smoke",
+    )
     path = check.save(tmp_path)
     assert path == tmp_path / "claims" / "C3.json"
     ClaimCheck("C12", effect(-0.1, 0.1, "within", 0.0, 1e-3)).save(tmp_path)

@@ -1,4 +1,5 @@
-"""dSprites: the official grid and index order, the renderer's geometry, selections, and the npz path."""
+"""dSprites: the official grid and index order, the renderer's geometry, selections, and the npz
+path."""
 
 import importlib
 import math
@@ -7,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from seatbelt.data import DatasetNotFoundError, dsprites
+from seatbelt.data import DamagedFileError, DatasetNotFoundError, dsprites, swiss_roll
 
-ds = importlib.import_module("seatbelt.data.dsprites")  # the module: `seatbelt.data.dsprites` is the loader function
+ds = importlib.import_module(
+    "seatbelt.data.dsprites"
+)  # the module: `seatbelt.data.dsprites` is the loader function
 
 torch.set_num_threads(1)
 
@@ -17,8 +20,13 @@ torch.set_num_threads(1)
 def test_grid_matches_the_official_description():
     assert ds.FACTOR_SIZES == (3, 6, 40, 32, 32)
     assert ds.N_IMAGES == 737_280
-    official = (np.array([1.0, 2.0, 3.0]), np.linspace(0.5, 1, 6), np.linspace(0, 2 * np.pi, 40),
-                np.linspace(0, 1, 32), np.linspace(0, 1, 32))
+    official = (
+        np.array([1.0, 2.0, 3.0]),
+        np.linspace(0.5, 1, 6),
+        np.linspace(0, 2 * np.pi, 40),
+        np.linspace(0, 1, 32),
+        np.linspace(0, 1, 32),
+    )
     for ours, theirs in zip(ds.FACTOR_VALUES, official):
         np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-12)
 
@@ -29,7 +37,9 @@ def test_index_is_the_official_c_order_formula():
     colour = np.zeros(len(factors), dtype=np.int64)
     expected = np.ravel_multi_index((colour, *factors.T.numpy()), (1, *ds.FACTOR_SIZES))
     np.testing.assert_array_equal(ds.index_of(factors).numpy(), expected)
-    np.testing.assert_array_equal(ds.factors_of(torch.from_numpy(expected)).numpy(), factors.numpy())
+    np.testing.assert_array_equal(
+        ds.factors_of(torch.from_numpy(expected)).numpy(), factors.numpy()
+    )
     # posY varies fastest, shape slowest
     assert ds.factors_of(torch.tensor([1]))[0].tolist() == [0, 0, 0, 0, 1]
     assert ds.factors_of(torch.tensor([32]))[0].tolist() == [0, 0, 0, 1, 0]
@@ -41,11 +51,19 @@ def test_a_selection_comes_in_official_index_order_with_its_values():
     assert len(d) == 2 * 1 * 2 * 2 * 3
     index = ds.index_of(d.factors)
     assert torch.all(index[1:] > index[:-1])
-    expected = [ds.index_of(torch.tensor([[s, 5, o, x, y]])).item()
-                for s in (0, 2) for o in (0, 39) for x in (3, 4) for y in (1, 7, 30)]
+    expected = [
+        ds.index_of(torch.tensor([[s, 5, o, x, y]])).item()
+        for s in (0, 2)
+        for o in (0, 39)
+        for x in (3, 4)
+        for y in (1, 7, 30)
+    ]
     assert index.tolist() == expected
     torch.testing.assert_close(d.factor_values, ds.factor_values_of(d.factors))
-    assert d.factor_values[:, 0].unique().tolist() == [1.0, 3.0]  # official shape values are 1, 2, 3
+    assert d.factor_values[:, 0].unique().tolist() == [
+        1.0,
+        3.0,
+    ]  # official shape values are 1, 2, 3
     assert torch.equal(d.labels, d.factors[:, 0])
     assert d.factor_names == ("shape", "scale", "orientation", "posX", "posY")
     assert d.meta["source"] == "generated" and d.meta["selection"]["shape"] == [0, 2]
@@ -61,7 +79,8 @@ def test_images_are_binary_uint8_and_scale_to_plus_minus_one(size):
 
 
 def _brute_force(factors, size, pad):
-    """Pixels of each sprite on a canvas extended by ``pad`` pixels on every side, from the documented geometry."""
+    """Pixels of each sprite on a canvas extended by ``pad`` pixels on every side, from the
+    documented geometry."""
     r = ds.RADIUS
     scale = ds.FACTOR_VALUES[1][factors[:, 1]] * r
     angle = ds.FACTOR_VALUES[2][factors[:, 2]]
@@ -86,7 +105,9 @@ def test_largest_sprites_stay_inside_the_frame_and_match_brute_force(size, orien
     renderer draws exactly the pixels a whole-canvas evaluation gives."""
     edge = [p for p in range(32)]
     positions = [(x, y) for x in edge for y in edge if x in (0, 31) or y in (0, 31)]
-    factors = torch.tensor([[s, 5, o, x, y] for s in range(3) for o in orientations for x, y in positions])
+    factors = torch.tensor(
+        [[s, 5, o, x, y] for s in range(3) for o in orientations for x, y in positions]
+    )
     pad = size // 4
     full = _brute_force(factors, size, pad)
     frame = full[:, pad : pad + size, pad : pad + size]
@@ -107,10 +128,18 @@ def test_every_shape_fits_the_unit_disc_tightly():
 
 
 def _pixel_area(shape):
-    """Mean pixel count per unit area of the sprite frame, over a grid of positions and orientations."""
+    """Mean pixel count per unit area of the sprite frame, over a grid of positions and
+    orientations."""
     scales = range(6)
-    factors = torch.tensor([[shape, k, o, x, y] for k in scales for o in range(0, 40, 4)
-                            for x in range(0, 32, 3) for y in range(0, 32, 3)])
+    factors = torch.tensor(
+        [
+            [shape, k, o, x, y]
+            for k in scales
+            for o in range(0, 40, 4)
+            for x in range(0, 32, 3)
+            for y in range(0, 32, 3)
+        ]
+    )
     counts = ds.render(factors, 64).flatten(1).sum(1).double().reshape(6, -1).mean(1)
     unit = (ds.FACTOR_VALUES[1] * ds.RADIUS * 64) ** 2  # pixels per unit area at each scale
     return counts, counts / unit
@@ -147,7 +176,9 @@ def test_shapes_differ_and_the_orientation_grid_closes():
         assert (a != b).flatten(1).any(1).all()
     for k in range(3):  # orientations 0 and 2 pi coincide (the grid's step is 2 pi / 39)
         assert torch.equal(images(shape=k, orientation=0), images(shape=k, orientation=39))
-        assert (images(shape=k, orientation=0) != images(shape=k, orientation=1)).flatten(1).any(1).float().mean() > 0.9
+        assert (images(shape=k, orientation=0) != images(shape=k, orientation=1)).flatten(1).any(
+            1
+        ).float().mean() > 0.9
 
 
 def test_orientation_turns_counter_clockwise_on_screen():
@@ -214,7 +245,8 @@ def test_render_rejects_bad_factors():
 
 
 def _write_npz(path, rows):
-    """A tiny file in the official layout: random images, so a test can tell loading from rendering."""
+    """A tiny file in the official layout: random images, so a test can tell loading from
+    rendering."""
     g = np.random.default_rng(0)
     factors = ds.factors_of(torch.tensor(rows)).numpy()
     classes = np.concatenate([np.zeros((len(rows), 1), np.int64), factors], 1)
@@ -222,7 +254,9 @@ def _write_npz(path, rows):
     values = np.concatenate([np.ones((len(rows), 1)), values], 1)  # colour is 1
     imgs = (g.random((len(rows), 64, 64)) < 0.3).astype(np.uint8)
     metadata = np.array({"latents_sizes": np.array((1,) + ds.FACTOR_SIZES)}, dtype=object)
-    np.savez_compressed(path, imgs=imgs, latents_classes=classes, latents_values=values, metadata=metadata)
+    np.savez_compressed(
+        path, imgs=imgs, latents_classes=classes, latents_values=values, metadata=metadata
+    )
     return imgs, factors, values
 
 
@@ -241,7 +275,9 @@ def test_npz_loads_the_stored_images_and_factors(tmp_path):
 
     small = dsprites(path=tmp_path / ds.NPZ_NAME, size=32)
     blocks = imgs.reshape(len(rows), 32, 2, 32, 2).sum((2, 4))
-    np.testing.assert_array_equal(small.x[:, 0].numpy(), (blocks >= 2).astype(np.uint8))  # majority, ties on
+    np.testing.assert_array_equal(
+        small.x[:, 0].numpy(), (blocks >= 2).astype(np.uint8)
+    )  # majority, ties on
 
     sample = dsprites(path=tmp_path / ds.NPZ_NAME, n=3, seed=0)
     assert len(sample) == 3 and set(ds.index_of(sample.factors).tolist()) <= set(rows)
@@ -250,13 +286,19 @@ def test_npz_loads_the_stored_images_and_factors(tmp_path):
 def test_auto_source_finds_the_npz_in_the_data_root(tmp_path, monkeypatch):
     monkeypatch.delenv("SEATBELT_DATA", raising=False)
     assert dsprites(size=16, shape=0, scale=0, orientation=0, posX=0).meta["source"] == "generated"
-    assert dsprites(size=16, shape=0, scale=0, orientation=0, posX=0, root=tmp_path).meta["source"] == "generated"
+    assert (
+        dsprites(size=16, shape=0, scale=0, orientation=0, posX=0, root=tmp_path).meta["source"]
+        == "generated"
+    )
     with pytest.raises(DatasetNotFoundError, match=ds.NPZ_NAME):
         dsprites(source="npz", root=tmp_path)
     _write_npz(tmp_path / ds.NPZ_NAME, [0, 1, 2])
     monkeypatch.setenv("SEATBELT_DATA", str(tmp_path))
     assert dsprites().meta["source"] == "npz" and len(dsprites()) == 3
-    assert dsprites(size=16, shape=0, scale=0, orientation=0, posX=0, source="generate").meta["source"] == "generated"
+    assert (
+        dsprites(size=16, shape=0, scale=0, orientation=0, posX=0, source="generate").meta["source"]
+        == "generated"
+    )
     with pytest.raises(DatasetNotFoundError, match="does not exist"):
         dsprites(path=tmp_path / "nowhere.npz")
 
@@ -266,5 +308,22 @@ def test_packed_storage_gives_the_same_batches_at_an_eighth_of_the_memory():
     packed = dsprites(size=32, n=300, seed=4, packed=True)
     assert packed.item_shape == plain.item_shape == (1, 32, 32)
     assert packed.x.numel() * 8 == plain.x.numel()
-    torch.testing.assert_close(packed.get(torch.arange(300)), plain.get(torch.arange(300)), rtol=0, atol=0)
+    torch.testing.assert_close(
+        packed.get(torch.arange(300)), plain.get(torch.arange(300)), rtol=0, atol=0
+    )
     torch.testing.assert_close(packed.subset([3, 1]).get([0, 1]), plain.get([3, 1]), rtol=0, atol=0)
+
+
+def test_generated_data_needs_no_data_directory(tmp_path, monkeypatch):
+    """A configured data directory that does not exist (a fresh clone) must not stop generation."""
+    monkeypatch.setenv("SEATBELT_DATA", str(tmp_path / "absent"))
+    assert dsprites(size=16, n=4).meta["source"] == "generated"
+    assert len(swiss_roll(n=10)) == 10
+    with pytest.raises(DatasetNotFoundError, match=f"{ds.NPZ_NAME}.*{tmp_path / 'absent'}"):
+        dsprites(source="npz")
+
+
+def test_a_damaged_npz_is_named(tmp_path):
+    (tmp_path / ds.NPZ_NAME).write_bytes(b"<html>not the npz</html>")
+    with pytest.raises(DamagedFileError, match=f"{tmp_path / ds.NPZ_NAME} is not a readable npz"):
+        dsprites(root=tmp_path)

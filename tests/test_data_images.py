@@ -1,4 +1,5 @@
-"""Real-image loaders on tiny fixtures in each published layout, the cache, downloads, and the real files."""
+"""Real-image loaders on tiny fixtures in each published layout, the cache, downloads, and the real
+files."""
 
 import gzip
 import hashlib
@@ -7,6 +8,7 @@ import io
 import os
 import pickle
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -15,8 +17,17 @@ import pytest
 import torch
 from PIL import Image
 
-from seatbelt.data import DatasetNotFoundError, celeba, chairs, cifar10, faces3d, fetch, mnist
-from seatbelt.data.files import cache_dir, cached, data_root
+from seatbelt.data import (
+    DamagedFileError,
+    DatasetNotFoundError,
+    celeba,
+    chairs,
+    cifar10,
+    faces3d,
+    fetch,
+    mnist,
+)
+from seatbelt.data.files import cache_dir, cached, describe_root, existing_root
 
 images = importlib.import_module("seatbelt.data.images")
 
@@ -27,6 +38,21 @@ _USER_CACHE = os.environ.get("SEATBELT_CACHE")
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SEATBELT_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    """No test touches the network: downloads are off unless a test turns them on, and even then
+    only file:// URLs open."""
+    monkeypatch.setenv("SEATBELT_DOWNLOAD", "0")
+    real = urllib.request.urlopen
+
+    def local_only(url, *args, **kwargs):
+        if not str(url).startswith("file:"):
+            raise AssertionError(f"a test tried to download {url}")
+        return real(url, *args, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", local_only)
 
 
 def _jpeg(array, **kw):
@@ -44,14 +70,14 @@ def _png(image):
 # ---------------------------------------------------------------- data root and downloads
 
 
-def test_data_root_needs_an_existing_directory(tmp_path, monkeypatch):
+def test_the_data_root_is_optional_and_errors_say_where_it_is(tmp_path, monkeypatch):
     monkeypatch.delenv("SEATBELT_DATA", raising=False)
-    with pytest.raises(DatasetNotFoundError, match="SEATBELT_DATA"):
-        data_root()
-    with pytest.raises(DatasetNotFoundError, match="does not exist"):
-        data_root(tmp_path / "missing")
+    assert existing_root() is None
+    assert "none set" in describe_root() and "SEATBELT_DATA" in describe_root()
+    assert existing_root(tmp_path / "missing") is None
+    assert describe_root(tmp_path / "missing") == f"{tmp_path / 'missing'} (which does not exist)"
     monkeypatch.setenv("SEATBELT_DATA", str(tmp_path))
-    assert data_root() == tmp_path
+    assert existing_root() == tmp_path and describe_root() == str(tmp_path)
     monkeypatch.delenv("SEATBELT_DATA")
     with pytest.raises(DatasetNotFoundError, match="SEATBELT_DATA"):
         cifar10()
@@ -71,7 +97,9 @@ def test_fetch_checks_the_sha256(tmp_path):
     (tmp_path / "remote2.bin").write_bytes(b"tampered")
     with pytest.raises(ValueError, match="Checksum mismatch"):
         fetch((tmp_path / "remote2.bin").as_uri(), other, good)
-    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["file.bin"]  # no partial file left
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == [
+        "file.bin"
+    ]  # no partial file left
     with pytest.raises(ValueError, match="64 hex digits"):
         fetch(src.as_uri(), other, "abc")
 
@@ -95,7 +123,9 @@ def test_cache_builds_once_and_rebuilds_when_the_source_changes(tmp_path):
         cifar10("test", tmp_path)
         assert calls == ["test", "test"]
     entries = sorted(p.name for p in cache_dir().iterdir())
-    assert len(entries) == 2 and all(e.startswith("cifar10-test-") for e in entries)  # no temporary leftovers
+    assert len(entries) == 2 and all(
+        e.startswith("cifar10-test-") for e in entries
+    )  # no temporary leftovers
 
 
 def test_cached_round_trips_arrays(tmp_path):
@@ -118,8 +148,15 @@ def _write_cifar_batches(root, per_batch=3):
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = rng.integers(0, 10, per_batch).tolist()
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"f.png"] * per_batch}
-        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))  # python-2 era protocol, bytes keys
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": labels,
+            b"data": data,
+            b"filenames": [b"f.png"] * per_batch,
+        }
+        (folder / name).write_bytes(
+            pickle.dumps(batch, protocol=2)
+        )  # python-2 era protocol, bytes keys
         written[name] = (data, labels)
     meta = {b"label_names": [c.encode() for c in images.CIFAR10_CLASSES]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
@@ -129,13 +166,19 @@ def _write_cifar_batches(root, per_batch=3):
 def test_cifar_pickles_give_planes_and_labels(tmp_path):
     written = _write_cifar_batches(tmp_path)
     train, test = cifar10("train", tmp_path), cifar10("test", tmp_path)
-    assert train.x.shape == (15, 3, 32, 32) and test.x.shape == (3, 3, 32, 32) and train.levels == 256
+    assert (
+        train.x.shape == (15, 3, 32, 32) and test.x.shape == (3, 3, 32, 32) and train.levels == 256
+    )
     data = np.concatenate([written[f"data_batch_{i}"][0] for i in range(1, 6)])
-    np.testing.assert_array_equal(train.x[:, 0].reshape(15, -1).numpy(), data[:, :1024])  # red plane first
+    np.testing.assert_array_equal(
+        train.x[:, 0].reshape(15, -1).numpy(), data[:, :1024]
+    )  # red plane first
     np.testing.assert_array_equal(train.x[:, 2].reshape(15, -1).numpy(), data[:, 2048:])
     assert train.labels.tolist() == sum((written[f"data_batch_{i}"][1] for i in range(1, 6)), [])
     assert test.labels.tolist() == written["test_batch"][1]
-    assert train.class_names == images.CIFAR10_CLASSES and train.meta["source"].endswith("cifar-10-batches-py")
+    assert train.class_names == images.CIFAR10_CLASSES and train.meta["source"].endswith(
+        "cifar-10-batches-py"
+    )
 
 
 def test_cifar_archive_reads_like_the_folder(tmp_path):
@@ -156,8 +199,10 @@ class _Trojan:
 
 def test_cifar_pickle_cannot_run_code(tmp_path):
     _write_cifar_batches(tmp_path)
-    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(pickle.dumps({b"data": _Trojan()}))
-    with pytest.raises(pickle.UnpicklingError, match="builtins.print"):
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(
+        pickle.dumps({b"data": _Trojan()})
+    )
+    with pytest.raises(DamagedFileError, match="test_batch is not a CIFAR-10 python batch.*print"):
         cifar10("test", tmp_path)
 
 
@@ -168,10 +213,17 @@ def test_cifar_jpeg_zip_layout(tmp_path):
             for label, cls in [(7, "horse"), (0, "airplane")]:
                 for k in (2, 1):
                     colour = (20 * label + 10, 60 * k, 100 if split == "train" else 200)
-                    z.writestr(f"{split}/{cls}/{k:04d}.jpg", _jpeg(np.full((32, 32, 3), colour, np.uint8)))
+                    z.writestr(
+                        f"{split}/{cls}/{k:04d}.jpg", _jpeg(np.full((32, 32, 3), colour, np.uint8))
+                    )
                     colours[split, label, k] = colour
     d = cifar10("train", tmp_path)
-    assert d.x.shape == (4, 3, 32, 32) and d.labels.tolist() == [0, 0, 7, 7]  # by class, then file name
+    assert d.x.shape == (4, 3, 32, 32) and d.labels.tolist() == [
+        0,
+        0,
+        7,
+        7,
+    ]  # by class, then file name
     expected = [colours["train", label, k] for label in (0, 7) for k in (1, 2)]
     mean = d.x.float().mean((2, 3))
     torch.testing.assert_close(mean, torch.tensor(expected, dtype=torch.float32), atol=3, rtol=0)
@@ -193,7 +245,9 @@ def test_cifar_errors(tmp_path):
 
 
 def _idx(array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
     return gzip.compress(header + array.tobytes())
 
 
@@ -223,41 +277,46 @@ def test_mnist_missing_train_split_names_the_files(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         mnist("train", tmp_path)
     message = str(err.value)
-    assert "train-images-idx3-ubyte.gz" in message and str(tmp_path / "mnist") in message and "download=True" in message
+    assert (
+        "train-images-idx3-ubyte.gz" in message
+        and str(tmp_path / "mnist") in message
+        and "download=True" in message
+    )
 
 
 def test_mnist_rejects_a_corrupt_file(tmp_path):
     _write_mnist(tmp_path / "mnist", "t10k")
-    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x03" + bytes(12)))
+    (tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz").write_bytes(
+        gzip.compress(b"\x00\x00\x0d\x03" + bytes(12))
+    )
     with pytest.raises(ValueError, match="magic"):
         mnist("test", tmp_path)
 
 
 def test_mnist_download_verifies_checksums(tmp_path, monkeypatch):
     remote = tmp_path / "remote"
-    x, y = _write_mnist(remote, "train")
+    x, _ = _write_mnist(remote, "train")
     sums = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in remote.iterdir()}
     monkeypatch.setattr(images, "MNIST_URL", remote.as_uri() + "/")
-    monkeypatch.setattr(images, "MNIST_SHA256", sums)
+    monkeypatch.setattr(images, "MNIST_SHA256", {k: "0" * 64 for k in sums})
     root = tmp_path / "data"
     root.mkdir()
+    with pytest.raises(ValueError, match="Checksum mismatch"):
+        mnist("train", root, download=True)
+    assert not any((cache_dir() / "mnist").iterdir())  # nothing half-written
+
+    monkeypatch.setattr(images, "MNIST_SHA256", sums)
     d = mnist("train", root, download=True)
     np.testing.assert_array_equal(d.x[:, 0].numpy(), x)
-    assert (root / "mnist" / "train-images-idx3-ubyte.gz").is_file()
-
-    monkeypatch.setattr(images, "MNIST_SHA256", {k: "0" * 64 for k in sums})
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    with pytest.raises(ValueError, match="Checksum mismatch"):
-        mnist("train", fresh, download=True)
-    assert not any((fresh / "mnist").iterdir())
+    assert (cache_dir() / "mnist" / "train-images-idx3-ubyte.gz").is_file()
 
 
 # ---------------------------------------------------------------- CelebA
 
 
 def _face(width, height):
-    """Red frame, green interior covering the 148/178 centre crop, a blue block in the crop's top-left corner."""
+    """Red frame, green interior covering the 148/178 centre crop, a blue block in the crop's
+    top-left corner."""
     side = round(width * 148 / 178)
     left, top = (width - side) // 2, (height - side) // 2
     img = np.zeros((height, width, 3), np.uint8)
@@ -281,7 +340,11 @@ def test_celeba_crops_the_centre_then_resizes(tmp_path, layout):
             for k in (1, 2, 3):
                 z.writestr(f"celebA/{k:06d}.jpg", _jpeg(_face(89, 109)))
     d = celeba(tmp_path, size=64)
-    assert d.x.shape == ((2 if layout == "folder" else 3), 3, 64, 64) and d.levels == 256 and d.labels is None
+    assert (
+        d.x.shape == ((2 if layout == "folder" else 3), 3, 64, 64)
+        and d.levels == 256
+        and d.labels is None
+    )
     img = d.x[0].float()
     assert img[0].max() < 40  # no red: everything outside the crop is gone
     green = img[:, 20:, 20:]
@@ -313,7 +376,10 @@ def _chair_files():
     for model in ("b_chair", "a_chair"):
         for e, p in enumerate((20, 30)):
             for a, t in enumerate((0, 11, 23)):
-                name = f"rendered_chairs/{model}/renders/image_{e * 31 + a:03d}_p{p:03d}_t{t:03d}_r096.png"
+                name = (
+                    f"rendered_chairs/{model}/renders/"
+                    f"image_{e * 31 + a:03d}_p{p:03d}_t{t:03d}_r096.png"
+                )
                 files[name] = _png(_chair_render())
     files["rendered_chairs/all_chair_names.mat"] = b"not an image"
     return files
@@ -337,7 +403,9 @@ def test_chairs_layout_factors_and_white_background(tmp_path, layout):
     assert d.class_names == ("a_chair", "b_chair") and d.labels.tolist() == [0] * 6 + [1] * 6
     assert d.factor_names == ("model", "elevation", "azimuth")
     assert d.factors[:6].tolist() == [[0, e, a] for e in range(2) for a in range(3)]
-    assert d.factor_values[:6, 1:].tolist() == [[p, t] for p in (20.0, 30.0) for t in (0.0, 11.0, 23.0)]
+    assert d.factor_values[:6, 1:].tolist() == [
+        [p, t] for p in (20.0, 30.0) for t in (0.0, 11.0, 23.0)
+    ]
     img = d.x[0, 0]
     assert img[0, 0] == 255 and img[16, 16] == 0  # transparent -> white, the chair stays black
 
@@ -380,7 +448,10 @@ def test_faces_errors(tmp_path):
 _REAL = Path(os.environ.get("SEATBELT_DATA", "/nonexistent"))
 _real_files = pytest.mark.skipif(
     not (_REAL / "cifar10-jpeg.zip").is_file(),
-    reason="SEATBELT_DATA does not point at the project's data (cifar10-jpeg.zip, celeba-10k-jpeg.zip, mnist/)",
+    reason=(
+        "SEATBELT_DATA does not point at the project's data (cifar10-jpeg.zip, "
+        "celeba-10k-jpeg.zip, mnist/)"
+    ),
 )
 
 

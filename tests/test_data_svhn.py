@@ -1,4 +1,5 @@
-"""The SVHN loader on tiny .mat fixtures written in the official layout (X: (32, 32, 3, N), y: 1..10)."""
+"""The SVHN loader on tiny .mat fixtures written in the official layout (X: (32, 32, 3, N), y:
+1..10)."""
 
 import os
 
@@ -21,7 +22,8 @@ def _write(path, x_hwcn, y):
 
 
 def _fixture(n=5, seed=0):
-    """(X in the file's (32, 32, 3, N) order, its labels 1..10): every pixel distinct per image and channel."""
+    """(X in the file's (32, 32, 3, N) order, its labels 1..10): every pixel distinct per image and
+    channel."""
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
     y = np.array([10, 1, 2, 9, 10][:n])
@@ -50,7 +52,9 @@ def test_root_itself_and_split_files_are_separate(tmp_path):
     with pytest.raises(DatasetNotFoundError) as err:
         svhn("test", root=tmp_path)
     message = str(err.value)
-    assert "test_32x32.mat" in message and str(tmp_path) in message and "ufldl.stanford.edu" in message
+    assert (
+        "test_32x32.mat" in message and str(tmp_path) in message and "ufldl.stanford.edu" in message
+    )
 
 
 def test_missing_data_names_the_files_and_directory(tmp_path, monkeypatch):
@@ -83,5 +87,7 @@ def test_decoded_arrays_are_cached_and_refreshed_when_the_file_changes(tmp_path)
     assert np.array_equal(svhn("test", root=tmp_path).x.numpy(), first.x.numpy())
     x2 = 255 - x
     _write(path, x2, y[:4])
-    os.utime(path, ns=(path.stat().st_mtime_ns + 10**9,) * 2)  # a rewrite within the same tick still counts
+    os.utime(
+        path, ns=(path.stat().st_mtime_ns + 10**9,) * 2
+    )  # a rewrite within the same tick still counts
     assert np.array_equal(svhn("test", root=tmp_path).x.numpy(), x2.transpose(3, 2, 0, 1))

@@ -40,7 +40,9 @@ def test_noise_has_the_requested_standard_deviation():
     t, h = d.factor_values.double().T
     residual = _unscaled(d) - _roll(t, h)
     assert residual.mean(0).abs().max() < 0.03
-    torch.testing.assert_close(residual.std(0), torch.full((3,), 0.7, dtype=torch.float64), rtol=0.03, atol=0)
+    torch.testing.assert_close(
+        residual.std(0), torch.full((3,), 0.7, dtype=torch.float64), rtol=0.03, atol=0
+    )
 
 
 def test_the_map_into_the_cube_is_exact_to_float64():

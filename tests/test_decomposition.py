@@ -28,12 +28,19 @@ def _data(n=N, seed=1):
 
 
 def _model(latent=(3, 2), n=N):
-    """A random tiny model whose posteriors are narrow (std e^-3) and spread out (means x30), so every
-    term of Theorem 1 is far from 0; likelihood std 1 keeps the likelihood's Monte Carlo noise small."""
+    """A random tiny model whose posteriors are narrow (std e^-3) and spread out (means x30), so
+    every term of Theorem 1 is far from 0; likelihood std 1 keeps the likelihood's Monte Carlo noise
+    small."""
     torch.manual_seed(0)
     config = ModelConfig(
-        kind="seatbelt" if len(latent) > 1 else "vae", objective="beta_tcvae", latent_sizes=latent,
-        hidden_sizes=(8,) * (len(latent) - 1), data_shape=(4,), net="mlp", mlp_hidden=8, dataset_size=n,
+        kind="seatbelt" if len(latent) > 1 else "vae",
+        objective="beta_tcvae",
+        latent_sizes=latent,
+        hidden_sizes=(8,) * (len(latent) - 1),
+        data_shape=(4,),
+        net="mlp",
+        mlp_hidden=8,
+        dataset_size=n,
         likelihood_std=1.0,
     )
     model = build_model(config)
@@ -56,11 +63,19 @@ def two_layer():
 def test_terms_sum_to_the_elbo_within_the_interval(latent):
     model = _model(latent)
     d = decompose_elbo(model, _data(), samples=64, pool_size=32, seed=0)
-    expected = ["log_likelihood", *(f"kl_{i + 1}" for i in range(len(latent) - 1)), "mi", "tc", "dwkl"]
+    expected = [
+        "log_likelihood",
+        *(f"kl_{i + 1}" for i in range(len(latent) - 1)),
+        "mi",
+        "tc",
+        "dwkl",
+    ]
     assert list(d.terms["term"]) == expected
     assert list(d.terms["coefficient"]) == [1] + [-1] * (len(expected) - 1)
     assert d.gap_se > 0 and d.check(z=3.0), d.summary()
-    assert d.pool_size == (0 if len(latent) == 1 else 32) and d.aggregate.exact == (len(latent) == 1)
+    assert d.pool_size == (0 if len(latent) == 1 else 32) and d.aggregate.exact == (
+        len(latent) == 1
+    )
     assert d.effect(margin=0.5).supported
 
 
@@ -114,7 +129,9 @@ def test_one_layer_aggregate_is_the_exact_mixture():
     assert agg.exact and agg.n_components == N
     z = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
     log_q, log_marginals = agg.log_prob(z)
-    comps = [torch.distributions.Normal(agg.mu[n], torch.exp(0.5 * agg.logvar[n])) for n in range(N)]
+    comps = [
+        torch.distributions.Normal(agg.mu[n], torch.exp(0.5 * agg.logvar[n])) for n in range(N)
+    ]
     densities = torch.stack([c.log_prob(z[0]).exp() for c in comps])  # (N, D)
     torch.testing.assert_close(log_q, densities.prod(1).mean().log()[None])
     torch.testing.assert_close(log_marginals, densities.mean(0).log().sum()[None])
@@ -140,7 +157,9 @@ def test_mws_on_the_whole_dataset_carries_the_exact_offsets():
 
 def test_two_layer_study_uses_the_given_reference(two_layer):
     model, reference = two_layer
-    study = tc_estimator_study(model, _data(), batch_sizes=[8], n_batches=10, estimators=("mss",), reference=reference)
+    study = tc_estimator_study(
+        model, _data(), batch_sizes=[8], n_batches=10, estimators=("mss",), reference=reference
+    )
     assert len(study) == 3 and (study["estimator"] == "mss").all()
     assert study.set_index("term").loc["tc", "reference"] == reference.term("tc")
 

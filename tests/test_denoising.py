@@ -22,7 +22,10 @@ class LinearGaussian(nn.Module):
 
     def encode(self, x, sample=False, generator=None):
         mu = x @ self.w.T
-        q = DiagGaussian(mu, torch.full_like(mu, 2 * math.log(self.s)) if self.s > 0 else torch.full_like(mu, -1e4))
+        q = DiagGaussian(
+            mu,
+            torch.full_like(mu, 2 * math.log(self.s)) if self.s > 0 else torch.full_like(mu, -1e4),
+        )
         return Encoding([q], [q.sample(generator) if sample else mu])
 
     def log_likelihood(self, x, zs):
@@ -41,7 +44,9 @@ class LinearGaussian(nn.Module):
 
 def toy(seed=0, p=5, d=3, s=0.3, sigma=0.5):
     g = torch.Generator().manual_seed(seed)
-    return LinearGaussian(torch.randn(d, p, generator=g) / 2, torch.randn(p, d, generator=g) / 2, s, sigma)
+    return LinearGaussian(
+        torch.randn(d, p, generator=g) / 2, torch.randn(p, d, generator=g) / 2, s, sigma
+    )
 
 
 def test_mean_matches_closed_form_per_image_and_scale():
@@ -71,7 +76,9 @@ def test_noise_is_shared_across_scales_and_models():
     protocol = NoiseProtocol(scales=(0.0, 0.5, 1.0), seed=11, batch_size=3)
     sq = {}
     for sigma in (0.5, 2.0):
-        frame = noisy_log_likelihood(LinearGaussian(eye.clone(), eye.clone(), 0.0, sigma), x, protocol)
+        frame = noisy_log_likelihood(
+            LinearGaussian(eye.clone(), eye.clone(), 0.0, sigma), x, protocol
+        )
         table = frame.pivot(index="image", columns="scale", values="log_lik")
         for a in (0.5, 1.0):
             sq[sigma, a] = (table[0.0] - table[a]).to_numpy() * 2 * sigma**2 / a**2
@@ -85,8 +92,15 @@ def test_zero_noise_is_the_reconstruction_term(kind):
     """a = 0 is log p(x | z), z ~ q(z | x), drawn as the model's own encode would, in eval mode."""
     torch.manual_seed(0)
     layered = kind == "seatbelt"
-    config = ModelConfig(kind=kind, objective="elbo", net="mlp", data_shape=(6,), mlp_hidden=16,
-                         latent_sizes=(4, 2) if layered else (3,), hidden_sizes=(8,) if layered else ())
+    config = ModelConfig(
+        kind=kind,
+        objective="elbo",
+        net="mlp",
+        data_shape=(6,),
+        mlp_hidden=16,
+        latent_sizes=(4, 2) if layered else (3,),
+        hidden_sizes=(8,) if layered else (),
+    )
     model = build_model(config).train()
     x = torch.rand(10, 6) * 2 - 1
     frame = noisy_log_likelihood(model, x, NoiseProtocol(scales=(0.0, 1.0), seed=5, batch_size=64))

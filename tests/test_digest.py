@@ -20,10 +20,12 @@ def package(tmp_path) -> Path:
 
 def keys(package: Path) -> dict[str, str]:
     """Every code digest that keys a cache: models, batteries, classifiers and chapters."""
-    return {"model": cache.code_digest(package=package),
-            "battery": cache.code_digest(zoo.ATTACK_SOURCES, package),
-            "classifier": cache.code_digest(classifiers.SOURCES, package),
-            "chapter": runner.library_digest(package)}
+    return {
+        "model": cache.code_digest(package=package),
+        "battery": cache.code_digest(zoo.ATTACK_SOURCES, package),
+        "classifier": cache.code_digest(classifiers.SOURCES, package),
+        "chapter": runner.library_digest(package),
+    }
 
 
 def edit(path: Path, old: str, new: str) -> None:
@@ -37,7 +39,9 @@ def test_comments_docstrings_and_layout_keep_every_key(package):
     models = package / "models.py"
     text = models.read_text()
     first_def = text.index("\ndef ")
-    models.write_text(text[:first_def] + "\n# a new comment\n\n" + text[first_def:] + "\n\n# trailing\n")
+    models.write_text(
+        text[:first_def] + "\n# a new comment\n\n" + text[first_def:] + "\n\n# trailing\n"
+    )
     edit(models, '"""', '"""A typo fixed. ')  # the module docstring
     edit(package / "tc.py", '"""', '"""Reworded.\n\n')
     edit(package / "attacks" / "battery.py", '"""', '"""Reworded. ')
@@ -46,7 +50,9 @@ def test_comments_docstrings_and_layout_keep_every_key(package):
 
 def test_a_docstring_inside_a_function_keeps_the_key_and_a_constant_changes_it(package):
     source = package / "models.py"
-    source.write_text(source.read_text() + '\n\ndef _probe():\n    """Said once."""\n    return 1\n')
+    source.write_text(
+        source.read_text() + '\n\ndef _probe():\n    """Said once."""\n    return 1\n'
+    )
     before = keys(package)
     edit(source, '"""Said once."""', '"""Said twice, with more words."""')
     assert keys(package) == before
@@ -92,3 +98,16 @@ def test_a_module_keeps_its_key_when_its_file_becomes_a_package(package):
 def test_a_source_list_naming_a_missing_module_fails_loudly(package):
     with pytest.raises(FileNotFoundError, match="no module 'modles'"):
         cache.code_digest(("modles",), package)
+
+
+def test_a_loader_edit_keeps_the_model_key_whose_data_is_keyed_by_content(package):
+    # the model key hashes every training item (cache.data_identity); only data.base counts as code
+    before = keys(package)
+    (package / "data" / "images.py").write_text(
+        (package / "data" / "images.py").read_text() + "\nPROBE = 1\n"
+    )
+    assert keys(package)["model"] == before["model"]
+    (package / "data" / "base.py").write_text(
+        (package / "data" / "base.py").read_text() + "\nPROBE = 1\n"
+    )
+    assert keys(package)["model"] != before["model"]

@@ -1,4 +1,5 @@
-"""seatbelt.disentanglement: codes of a dataset, MIG of a model, rank correlations over few units."""
+"""seatbelt.disentanglement: codes of a dataset, MIG of a model, rank correlations over few
+units."""
 
 import numpy as np
 import pytest
@@ -26,9 +27,12 @@ class CopyEncoder(nn.Module):
 
 
 def factor_data(n=3000, seed=0):
-    """Two factors (3 and 4 values) written into vector items as [v0 / 2, v1 / 3, noise]: float items."""
+    """Two factors (3 and 4 values) written into vector items as [v0 / 2, v1 / 3, noise]: float
+    items."""
     g = torch.Generator().manual_seed(seed)
-    factors = torch.stack([torch.randint(0, 3, (n,), generator=g), torch.randint(0, 4, (n,), generator=g)], 1)
+    factors = torch.stack(
+        [torch.randint(0, 3, (n,), generator=g), torch.randint(0, 4, (n,), generator=g)], 1
+    )
     x = torch.stack([factors[:, 0] / 2, factors[:, 1] / 3, torch.rand(n, generator=g)], 1).float()
     return Data("toy", x, levels=0, factors=factors, factor_names=("a", "b"))
 
@@ -45,13 +49,16 @@ def test_posterior_codes_batches_and_restores_mode():
 
 
 def test_model_mig_of_a_copying_code_is_near_one():
-    """Each factor copied into its own latent, far apart against a tight std: MIG near 1, per factor."""
+    """Each factor copied into its own latent, far apart against a tight std: MIG near 1, per
+    factor."""
     data = factor_data()
     table = model_mig_table(CopyEncoder(0.01), data, n_samples=3000)
     assert list(table.index) == ["a", "b"]
     assert table.loc["a", "top"] == "z0" and table.loc["b", "top"] == "z1"
     assert (table["gap"] > 0.95).all()
-    blurred = model_mig_table(CopyEncoder(1.0), data, n_samples=3000)  # std beyond the spacing: less
+    blurred = model_mig_table(
+        CopyEncoder(1.0), data, n_samples=3000
+    )  # std beyond the spacing: less
     assert (blurred["gap"] < table["gap"] - 0.3).all()
     with pytest.raises(ValueError, match="no ground-truth factors"):
         model_mig_table(CopyEncoder(0.1), Data("plain", data.x, levels=0))
@@ -81,7 +88,11 @@ def test_rank_correlation_independent_and_seeded():
 
 def test_rank_correlation_few_units():
     two = rank_correlation("rho", [0.1, 0.2], [5.0, 3.0])
-    assert two.estimate == pytest.approx(-1.0) and (two.low, two.high) == (-1.0, 1.0) and not two.supported
+    assert (
+        two.estimate == pytest.approx(-1.0)
+        and (two.low, two.high) == (-1.0, 1.0)
+        and not two.supported
+    )
     four = rank_correlation("rho", [0.1, 0.2, 0.3, 0.4], [1.0, 3.0, 2.0, 4.0])
     assert np.isfinite([four.low, four.high]).all() and four.low <= four.estimate <= four.high
     with pytest.raises(ValueError, match="constant"):

@@ -34,7 +34,9 @@ def test_kl_closed_form_matches_monte_carlo(generator):
 
 def test_kl_default_is_standard_normal_and_zero_on_itself(generator):
     mu, lv = _params(generator)
-    torch.testing.assert_close(gaussian.kl(mu, lv), gaussian.kl(mu, lv, torch.zeros_like(mu), torch.zeros_like(lv)))
+    torch.testing.assert_close(
+        gaussian.kl(mu, lv), gaussian.kl(mu, lv, torch.zeros_like(mu), torch.zeros_like(lv))
+    )
     torch.testing.assert_close(gaussian.kl(mu, lv, mu, lv), torch.zeros(3, dtype=torch.float64))
 
 
@@ -43,10 +45,17 @@ def test_w2_matches_sorted_sample_coupling(generator):
     mu1, lv1 = _params(generator, (5,))
     mu2, lv2 = _params(generator, (5,))
     n = 400_000
-    a = torch.sort(mu1 + torch.exp(0.5 * lv1) * torch.randn(n, 5, generator=generator, dtype=torch.float64), 0).values
-    b = torch.sort(mu2 + torch.exp(0.5 * lv2) * torch.randn(n, 5, generator=generator, dtype=torch.float64), 0).values
+    a = torch.sort(
+        mu1 + torch.exp(0.5 * lv1) * torch.randn(n, 5, generator=generator, dtype=torch.float64), 0
+    ).values
+    b = torch.sort(
+        mu2 + torch.exp(0.5 * lv2) * torch.randn(n, 5, generator=generator, dtype=torch.float64), 0
+    ).values
     empirical = ((a - b) ** 2).mean(0).sum()
-    assert abs(float(empirical - gaussian.w2(mu1, lv1, mu2, lv2))) < 0.02 * float(gaussian.w2(mu1, lv1, mu2, lv2)) + 1e-3
+    assert (
+        abs(float(empirical - gaussian.w2(mu1, lv1, mu2, lv2)))
+        < 0.02 * float(gaussian.w2(mu1, lv1, mu2, lv2)) + 1e-3
+    )
 
 
 def test_reparameterised_sample_is_differentiable(generator):
@@ -62,12 +71,17 @@ def test_kl_parts_sum_to_kl_and_match_hand_values(generator):
     mean, variance = gaussian.kl_parts(mu1, lv1, mu2, lv2)
     torch.testing.assert_close(mean + variance, gaussian.kl(mu1, lv1, mu2, lv2))
     assert torch.all(variance >= 0)
+
     # By hand, one dimension: mu1 = 3, mu2 = 1, s1^2 = 1, s2^2 = 4 (logvar2 = log 4):
     # mean term 1/2 * 2^2 / 4 = 0.5; variance term 1/2 * (1/4 - 1 - log(1/4)) = 0.31814718...
-    t = lambda v: torch.tensor([[v]], dtype=torch.float64)  # noqa: E731
+    def t(v):
+        return torch.tensor([[v]], dtype=torch.float64)
+
     mean, variance = gaussian.kl_parts(t(3.0), t(0.0), t(1.0), t(math.log(4.0)))
     torch.testing.assert_close(mean, torch.tensor([0.5], dtype=torch.float64))
-    torch.testing.assert_close(variance, torch.tensor([0.5 * (0.25 - 1 + math.log(4.0))], dtype=torch.float64))
+    torch.testing.assert_close(
+        variance, torch.tensor([0.5 * (0.25 - 1 + math.log(4.0))], dtype=torch.float64)
+    )
     # Equal widths: no variance term, the KL is the mean term alone; equal means: the reverse.
     mean, variance = gaussian.kl_parts(t(2.0), t(0.7), t(-1.0), t(0.7))
     torch.testing.assert_close(variance, torch.zeros(1, dtype=torch.float64))

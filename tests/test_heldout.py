@@ -1,4 +1,5 @@
-"""The held-out ELBO's parts, the per-unit KLs and the slope ratio of Fig 6, against exact answers."""
+"""The held-out ELBO's parts, the per-unit KLs and the slope ratio of Fig 6, against exact
+answers."""
 
 import numpy as np
 import pytest
@@ -12,9 +13,15 @@ from seatbelt.models import ModelConfig, build_model
 
 def _model(latent=(3, 2)):
     torch.manual_seed(0)
-    config = ModelConfig(kind="seatbelt" if len(latent) > 1 else "vae", latent_sizes=latent,
-                         hidden_sizes=(8,) * (len(latent) - 1), data_shape=(4,), net="mlp", mlp_hidden=8,
-                         dataset_size=10)
+    config = ModelConfig(
+        kind="seatbelt" if len(latent) > 1 else "vae",
+        latent_sizes=latent,
+        hidden_sizes=(8,) * (len(latent) - 1),
+        data_shape=(4,),
+        net="mlp",
+        mlp_hidden=8,
+        dataset_size=10,
+    )
     return build_model(config).eval()
 
 
@@ -24,12 +31,15 @@ def _x(n=10):
 
 @pytest.mark.parametrize("latent", [(2,), (3, 2), (4, 3, 2)])
 def test_per_image_is_the_models_elbo_draw_for_draw(latent):
-    """With one draw and the same generator seed, the parts add up to VAE.elbo's own value exactly."""
+    """With one draw and the same generator seed, the parts add up to VAE.elbo's own value
+    exactly."""
     model, x = _model(latent), _x()
     table = per_image(model, x, samples=1, seed=3, batch_size=4)
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        expected = torch.cat([model.elbo(x[s : s + 4], generator=generator) for s in range(0, len(x), 4)])
+        expected = torch.cat(
+            [model.elbo(x[s : s + 4], generator=generator) for s in range(0, len(x), 4)]
+        )
     np.testing.assert_allclose(table["elbo"], expected.double().numpy(), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(table["elbo"], table["log_likelihood"] - table["kl"], atol=1e-9)
     layers = [f"kl_{i + 1}" for i in range(len(latent))]
@@ -94,8 +104,9 @@ def test_slope_ratio_of_exact_lines_and_its_bootstrap():
     b = [image_effect - 4 * ti + rng.normal(0, 0.1, 200) for ti in t]
     statistic = slope_ratio(betas)
     assert float(statistic(*a, *b)) == pytest.approx(0.25, abs=0.01)
-    effect = claims.measure("slope ratio", statistic, [*a, *b], null=1.0, direction="less", paired=True,
-                            n_resamples=500)
+    effect = claims.measure(
+        "slope ratio", statistic, [*a, *b], null=1.0, direction="less", paired=True, n_resamples=500
+    )
     assert effect.low < 0.25 < effect.high and effect.high < 0.3 and effect.supported
     with pytest.raises(ValueError, match="takes 6 samples"):
         statistic(*a)

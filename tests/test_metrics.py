@@ -25,7 +25,11 @@ TINY = 1e-3  # posterior std of a near-deterministic latent
 
 def grid(sizes, reps, seed=0):
     """Every combination of factor values ``reps`` times, rows shuffled: (N, K) int64."""
-    f = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, len(sizes)).repeat(reps, 1)
+    f = (
+        torch.cartesian_prod(*[torch.arange(s) for s in sizes])
+        .reshape(-1, len(sizes))
+        .repeat(reps, 1)
+    )
     return f[torch.randperm(len(f), generator=torch.Generator().manual_seed(seed))]
 
 
@@ -41,13 +45,15 @@ def posteriors(means, stds):
 
 
 def check_copied_factors_give_one():
-    """Latent k = factor k (std 1e-3) plus two noise latents: I(z_k; v_k) = H(v_k) = log n_k exactly,
-    I(z_k; v_l) = 0 for k != l exactly (the grid is balanced), the noise latents carry a little
-    finite-N information; so MIG is 1 up to that bias."""
+    """Latent k = factor k (std 1e-3) plus two noise latents: I(z_k; v_k) = H(v_k) = log n_k
+    exactly, I(z_k; v_l) = 0 for k != l exactly (the grid is balanced), the noise latents carry a
+    little finite-N information; so MIG is 1 up to that bias."""
     sizes = (3, 4, 5)
     f = grid(sizes, reps=20)
     noise = torch.randn(len(f), 2, generator=torch.Generator().manual_seed(1))
-    mu, logvar = posteriors([f[:, 0], f[:, 1], f[:, 2], noise[:, 0], noise[:, 1]], [TINY] * 3 + [1.0, 1.0])
+    mu, logvar = posteriors(
+        [f[:, 0], f[:, 1], f[:, 2], noise[:, 0], noise[:, 1]], [TINY] * 3 + [1.0, 1.0]
+    )
     table = mig_table(mu, logvar, f, factor_sizes=sizes, n_samples=len(f))
     info = table[[f"z{j}" for j in range(3)]].to_numpy()
     np.testing.assert_allclose(info, np.diag(np.log(sizes)), atol=1e-5)
@@ -104,7 +110,11 @@ def check_order_does_not_matter():
     within Monte Carlo error (the draws pair with other points)."""
     gen = torch.Generator().manual_seed(3)
     f = grid((2, 2, 3), reps=25)
-    noisy = [f[:, 0] + torch.randn(len(f), generator=gen), f[:, 2].float(), torch.randn(len(f), generator=gen)]
+    noisy = [
+        f[:, 0] + torch.randn(len(f), generator=gen),
+        f[:, 2].float(),
+        torch.randn(len(f), generator=gen),
+    ]
     for means, stds, tol in (
         ([f[:, 0] + f[:, 1], f[:, 2], 0.0, 0.0], [TINY, TINY, 1.0, 1.0], 1e-6),
         (noisy, [0.5, 0.5, 1.0], 0.05),
@@ -116,7 +126,9 @@ def check_order_does_not_matter():
         perm = torch.randperm(d, generator=gen)
         shuffled = mig_table(mu[:, perm], logvar[:, perm], f, n_samples=len(f))
         # column j of the shuffled code is latent perm[j] of the original
-        np.testing.assert_allclose(shuffled[cols].to_numpy(), base[[f"z{int(p)}" for p in perm]].to_numpy(), atol=tol)
+        np.testing.assert_allclose(
+            shuffled[cols].to_numpy(), base[[f"z{int(p)}" for p in perm]].to_numpy(), atol=tol
+        )
         rows = torch.randperm(len(f), generator=gen)
         moved = mig_table(mu[rows], logvar[rows], f[rows], n_samples=len(f))
         np.testing.assert_allclose(moved[cols].to_numpy(), base[cols].to_numpy(), atol=tol)
@@ -125,7 +137,10 @@ def check_order_does_not_matter():
 
 
 KNOWN_ANSWERS = [
-    check_copied_factors_give_one, check_middle_value, check_noise_moves_mig_down, check_order_does_not_matter,
+    check_copied_factors_give_one,
+    check_middle_value,
+    check_noise_moves_mig_down,
+    check_order_does_not_matter,
 ]
 
 
@@ -153,7 +168,9 @@ def test_subsampled_estimate_is_close():
     mu, logvar = posteriors([f[:, 0] + f[:, 1], f[:, 2], 0.0, 0.0], [TINY, TINY, 1.0, 1.0])
     values = [mig(mu, logvar, f, n_samples=len(f) // 4, seed=s) for s in range(3)]
     assert values[0] != values[1]  # the seed does choose other points
-    assert values[0] == mig(mu, logvar, f, n_samples=len(f) // 4, seed=0)  # and the same seed the same ones
+    assert values[0] == mig(
+        mu, logvar, f, n_samples=len(f) // 4, seed=0
+    )  # and the same seed the same ones
     for v in values:
         assert v == pytest.approx(2 / 3, abs=0.04)
 
@@ -168,12 +185,16 @@ def test_matches_direct_formula(monkeypatch, n_samples):
     n, d = 150, 3
     mu = torch.randn(n, d, generator=gen, dtype=torch.float64)
     logvar = torch.randn(n, d, generator=gen, dtype=torch.float64) - 1
-    f = torch.stack([torch.randint(0, 3, (n,), generator=gen), torch.randint(5, 7, (n,), generator=gen)], 1)
+    f = torch.stack(
+        [torch.randint(0, 3, (n,), generator=gen), torch.randint(5, 7, (n,), generator=gen)], 1
+    )
     table = mig_table(mu, logvar, f, n_samples=n_samples, seed=9)
 
     draws = torch.Generator().manual_seed(9)  # the draw order of mig_table
     idx = torch.randperm(n, generator=draws)[:n_samples] if n_samples < n else torch.arange(n)
-    z = mu[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(len(idx), d, generator=draws, dtype=torch.float64)
+    z = mu[idx] + torch.exp(0.5 * logvar[idx]) * torch.randn(
+        len(idx), d, generator=draws, dtype=torch.float64
+    )
 
     def log_q(points, members):  # log (1/|members|) sum_m q(z_j | x_m), for each sample and latent
         m, lv = mu[members], logvar[members]
@@ -183,7 +204,9 @@ def test_matches_direct_formula(monkeypatch, n_samples):
     everyone = torch.arange(n)
     marginal = log_q(torch.arange(len(idx)), everyone)
     for k in range(2):
-        cond = torch.stack([log_q(torch.tensor([s]), everyone[f[:, k] == f[i, k]])[0] for s, i in enumerate(idx)])
+        cond = torch.stack(
+            [log_q(torch.tensor([s]), everyone[f[:, k] == f[i, k]])[0] for s, i in enumerate(idx)]
+        )
         expected = (cond - marginal).mean(0).clamp(min=0)
         got = table.iloc[k][[f"z{j}" for j in range(d)]].to_numpy(float)
         np.testing.assert_allclose(got, expected.numpy(), rtol=1e-9, atol=1e-12)
@@ -199,7 +222,9 @@ def test_numpy_float64_and_autograd_inputs_agree():
     a = mig(mu, logvar, f, n_samples=40)
     assert mig(mu.numpy(), logvar.numpy(), f.numpy(), n_samples=40) == a
     assert mig(mu.double(), logvar.double(), f, n_samples=40) == pytest.approx(a, abs=1e-5)
-    assert mig(mu.requires_grad_(), logvar, f, n_samples=40) == a  # encoder outputs straight in: no graph kept
+    assert (
+        mig(mu.requires_grad_(), logvar, f, n_samples=40) == a
+    )  # encoder outputs straight in: no graph kept
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -228,7 +253,10 @@ def put(t, i, j, value):
         (lambda mu, lv, f: (mu[:, :1], lv[:, :1], f), "at least 2 latents"),
         (lambda mu, lv, f: (put(mu, 3, 1, float("nan")), lv, f), "mu has NaN"),
         (lambda mu, lv, f: (mu, put(lv, 5, 0, float("inf")), f), "logvar has NaN"),
-        (lambda mu, lv, f: (mu, lv, torch.stack([f[:, 0], torch.full_like(f[:, 0], 4)], 1)), "single value 4"),
+        (
+            lambda mu, lv, f: (mu, lv, torch.stack([f[:, 0], torch.full_like(f[:, 0], 4)], 1)),
+            "single value 4",
+        ),
         (lambda mu, lv, f: (mu, put(lv, 2, 1, -200.0), f), "overflows"),
         (lambda mu, lv, f: (mu, lv, f.float()), "integers"),
         (lambda mu, lv, f: (mu, lv, put(f.float(), 0, 0, float("nan"))), "factors has NaN"),
@@ -267,8 +295,8 @@ def reshape_instead_of_transpose(x):
 
 @pytest.mark.parametrize("check", KNOWN_ANSWERS, ids=lambda c: c.__name__)
 def test_known_answers_catch_the_reshape_bug(monkeypatch, check):
-    """Each known-answer check fails on a copy of MIG with the bug planted; if one ever passed on it,
-    that check would no longer guard against the bug. (The near-zero check cannot: the bug
+    """Each known-answer check fails on a copy of MIG with the bug planted; if one ever passed on
+    it, that check would no longer guard against the bug. (The near-zero check cannot: the bug
     gives near zero too.)"""
     monkeypatch.setattr(metrics, "_per_latent", reshape_instead_of_transpose)
     with pytest.raises(AssertionError):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seatbelt.gaussian import standard_log_density
-from seatbelt.models import ModelConfig, SeatbeltVAE, VAE, build_model, seatbelt_sizes
+from seatbelt.models import VAE, ModelConfig, SeatbeltVAE, build_model, seatbelt_sizes
 
 SMALL = dict(data_shape=(1, 32, 32), dataset_size=1000)
 L, H = seatbelt_sizes(3)
@@ -15,9 +15,15 @@ CONFIGS = {
     "beta-vae": ModelConfig(objective="beta_vae", beta=4, **SMALL),
     "tcvae-mss": ModelConfig(beta=4, tc_estimator="mss", **SMALL),
     "vae-conv64-rgb": ModelConfig(data_shape=(3, 64, 64), dataset_size=100),
-    "vae-mlp": ModelConfig(net="mlp", data_shape=(3,), latent_sizes=(2,), dataset_size=100, mlp_hidden=32),
-    "seatbelt-3": ModelConfig(kind="seatbelt", beta=4, latent_sizes=L, hidden_sizes=H, free_bits=0.1, **SMALL),
-    "chain-3": ModelConfig(kind="seatbelt", beta=4, latent_sizes=L, hidden_sizes=H, likelihood_layers="bottom", **SMALL),
+    "vae-mlp": ModelConfig(
+        net="mlp", data_shape=(3,), latent_sizes=(2,), dataset_size=100, mlp_hidden=32
+    ),
+    "seatbelt-3": ModelConfig(
+        kind="seatbelt", beta=4, latent_sizes=L, hidden_sizes=H, free_bits=0.1, **SMALL
+    ),
+    "chain-3": ModelConfig(
+        kind="seatbelt", beta=4, latent_sizes=L, hidden_sizes=H, likelihood_layers="bottom", **SMALL
+    ),
 }
 
 
@@ -66,7 +72,9 @@ def test_state_dict_round_trip_gives_identical_outputs(tmp_path):
     clone = build_model(CONFIGS["seatbelt-3"]).eval()
     clone.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
     x = _batch(model.config)
-    torch.testing.assert_close(model.elbo(x, sample=False), clone.elbo(x, sample=False), rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.elbo(x, sample=False), clone.elbo(x, sample=False), rtol=0, atol=0
+    )
     assert ModelConfig.from_dict(model.config.to_dict()) == model.config
 
 
@@ -99,10 +107,13 @@ def test_beta_one_tcvae_matches_closed_form_elbo_in_expectation():
     elbo = build_model(replace(model.config, objective="elbo")).eval()
     elbo.load_state_dict(model.state_dict())
     with torch.no_grad():
-        diffs = torch.stack([
-            model.loss(x, torch.Generator().manual_seed(s)).total - elbo.loss(x, torch.Generator().manual_seed(s)).total
-            for s in range(300)
-        ])
+        diffs = torch.stack(
+            [
+                model.loss(x, torch.Generator().manual_seed(s)).total
+                - elbo.loss(x, torch.Generator().manual_seed(s)).total
+                for s in range(300)
+            ]
+        )
     assert abs(float(diffs.mean())) < 4 * float(diffs.std()) / 300**0.5
 
 
@@ -111,8 +122,10 @@ def test_beta_vae_at_beta_one_equals_elbo_objective():
     other = build_model(ModelConfig(objective="elbo", **SMALL))
     other.load_state_dict(model.state_dict())
     x = _batch(model.config)
-    torch.testing.assert_close(model.loss(x, torch.Generator().manual_seed(0)).total,
-                               other.loss(x, torch.Generator().manual_seed(0)).total)
+    torch.testing.assert_close(
+        model.loss(x, torch.Generator().manual_seed(0)).total,
+        other.loss(x, torch.Generator().manual_seed(0)).total,
+    )
 
 
 def test_chain_baseline_likelihood_sees_only_the_bottom_layer():
@@ -140,15 +153,21 @@ def test_output_attack_surrogate_uses_target_likelihood():
     torch.testing.assert_close(gap, model.log_likelihood(t, enc.z) - model.log_likelihood(x, enc.z))
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(objective="tc"), "objective"),
-    (dict(latent_sizes=(10, 5)), "kind='seatbelt'"),
-    (dict(kind="seatbelt", latent_sizes=(10, 5)), "hidden_sizes"),
-    (dict(kind="seatbelt", latent_sizes=(10, 5), hidden_sizes=(8,), objective="beta_vae"), "beta_vae"),
-    (dict(beta=-1), "beta >= 0"),
-    (dict(net="mlp"), "vector data"),
-    (dict(data_shape=(1, 48, 48)), "square images"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(objective="tc"), "objective"),
+        (dict(latent_sizes=(10, 5)), "kind='seatbelt'"),
+        (dict(kind="seatbelt", latent_sizes=(10, 5)), "hidden_sizes"),
+        (
+            dict(kind="seatbelt", latent_sizes=(10, 5), hidden_sizes=(8,), objective="beta_vae"),
+            "beta_vae",
+        ),
+        (dict(beta=-1), "beta >= 0"),
+        (dict(net="mlp"), "vector data"),
+        (dict(data_shape=(1, 48, 48)), "square images"),
+    ],
+)
 def test_bad_configs_raise_clear_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         build_model(ModelConfig(**kwargs))
@@ -166,11 +185,21 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_log_variances_are_bounded_so_a_runaway_net_cannot_overflow_the_loss():
-    config = ModelConfig(kind="seatbelt", latent_sizes=(6, 4, 2), hidden_sizes=(8, 8), data_shape=(5,), net="mlp",
-                         mlp_hidden=8, dataset_size=64, beta=4)
+    config = ModelConfig(
+        kind="seatbelt",
+        latent_sizes=(6, 4, 2),
+        hidden_sizes=(8, 8),
+        data_shape=(5,),
+        net="mlp",
+        mlp_hidden=8,
+        dataset_size=64,
+        beta=4,
+    )
     torch.manual_seed(0)
     model = build_model(config).train()
-    with torch.no_grad():  # a net gone wild: every output scaled far beyond any sensible log-variance
+    with (
+        torch.no_grad()
+    ):  # a net gone wild: every output scaled far beyond any sensible log-variance
         for module in [*model.posterior_heads, *model.prior_nets]:
             for p in module.parameters():
                 p.mul_(1e4)

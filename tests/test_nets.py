@@ -40,21 +40,27 @@ def _same_values_and_gradients(matmul, layer, x, layout):
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("args, kwargs, size", [
-    ((64, 512, 4), {}, (4, 4)),  # the encoder's last layer: one output pixel
-    ((5, 7, (3, 2)), dict(stride=2, bias=False), (3, 2)),
-])
+@pytest.mark.parametrize(
+    "args, kwargs, size",
+    [
+        ((64, 512, 4), {}, (4, 4)),  # the encoder's last layer: one output pixel
+        ((5, 7, (3, 2)), dict(stride=2, bias=False), (3, 2)),
+    ],
+)
 def test_a_whole_input_convolution_is_the_convolution(args, kwargs, size, layout):
     matmul, layer = _pair(MatmulConv2d, nn.Conv2d, *args, **kwargs)
     _same_values_and_gradients(matmul, layer, torch.randn(6, args[0], *size), layout)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("args, kwargs", [
-    ((10, 512, 1), {}),  # the decoder's first layer
-    ((512, 64, 4), {}),  # and its second: a 4x4 map from a 1x1 input
-    ((5, 7, (3, 2)), dict(stride=2, bias=False)),
-])
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((10, 512, 1), {}),  # the decoder's first layer
+        ((512, 64, 4), {}),  # and its second: a 4x4 map from a 1x1 input
+        ((5, 7, (3, 2)), dict(stride=2, bias=False)),
+    ],
+)
 def test_a_transposed_convolution_of_one_pixel_is_the_transposed_convolution(args, kwargs, layout):
     matmul, layer = _pair(MatmulConvTranspose2d, nn.ConvTranspose2d, *args, **kwargs)
     got = _same_values_and_gradients(matmul, layer, torch.randn(6, args[0], 1, 1), layout)
@@ -70,12 +76,15 @@ def test_other_input_sizes_are_the_layers_own(layout):
     _same_values_and_gradients(matmul, layer, torch.randn(2, 3, 3, 5), layout)
 
 
-@pytest.mark.parametrize("cls, kwargs, match", [
-    (MatmulConv2d, dict(padding=1), "without padding"),
-    (MatmulConv2d, dict(groups=2), "groups"),
-    (MatmulConvTranspose2d, dict(dilation=2), "dilation"),
-    (MatmulConvTranspose2d, dict(stride=2, output_padding=1), "output_padding"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (MatmulConv2d, dict(padding=1), "without padding"),
+        (MatmulConv2d, dict(groups=2), "groups"),
+        (MatmulConvTranspose2d, dict(dilation=2), "dilation"),
+        (MatmulConvTranspose2d, dict(stride=2, output_padding=1), "output_padding"),
+    ],
+)
 def test_layers_that_are_not_matrix_products_are_refused(cls, kwargs, match):
     with pytest.raises(ValueError, match=match):
         cls(4, 6, 3, **kwargs)

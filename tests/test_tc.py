@@ -54,8 +54,12 @@ def test_mss_approaches_exact_as_batch_grows(generator):
         err = []
         for _ in range(8):
             idx = torch.randperm(2000, generator=generator)[:batch]
-            joint, marginals = tc.log_qz(z[idx], mu[idx], logvar[idx], dataset_size=2000, estimator="mss")
-            err.append(torch.cat([joint - exact_joint[idx], marginals - exact_marginals[idx]]).abs().mean())
+            joint, marginals = tc.log_qz(
+                z[idx], mu[idx], logvar[idx], dataset_size=2000, estimator="mss"
+            )
+            err.append(
+                torch.cat([joint - exact_joint[idx], marginals - exact_marginals[idx]]).abs().mean()
+            )
         errors.append(float(torch.stack(err).mean()))
     assert errors[0] > errors[1] > errors[2]
     assert errors[2] < 0.1
@@ -117,14 +121,19 @@ def _assert_matches_reference(z, mu, logvar, n, estimator, generator, **toleranc
     want = _autograd_reference(*wide, _log_w(estimator, z.shape[0], n))
     for a, b in zip(got, want):
         torch.testing.assert_close(a.double(), b, **tolerance)
-    for a, b in zip(torch.autograd.grad(loss(got), (z, mu, logvar)), torch.autograd.grad(loss(want), wide)):
+    for a, b in zip(
+        torch.autograd.grad(loss(got), (z, mu, logvar)), torch.autograd.grad(loss(want), wide)
+    ):
         torch.testing.assert_close(a.double(), b, **tolerance)
 
 
 @pytest.mark.parametrize("estimator", tc.ESTIMATORS)
 @pytest.mark.parametrize("rows_per_pass", [1, 3, 64])
-def test_fused_estimator_matches_autograd_values_and_gradients(generator, monkeypatch, mode, estimator, rows_per_pass):
-    """The fused forward and hand-written backward agree with autograd, however the eager rows split."""
+def test_fused_estimator_matches_autograd_values_and_gradients(
+    generator, monkeypatch, mode, estimator, rows_per_pass
+):
+    """The fused forward and hand-written backward agree with autograd, however the eager rows
+    split."""
     monkeypatch.setattr(tc, "_row_chunk", lambda *_: rows_per_pass)
     batch, n = 10, 50
     z, mu, logvar = (t.requires_grad_() for t in _dataset(generator, batch, 4))
@@ -139,8 +148,12 @@ def test_float32_training_batch_matches_float64_reference(generator, mode, estim
     batch, d = 300, 12
     mu = torch.randn(batch, d, generator=generator) * 3
     logvar = (torch.rand(batch, d, generator=generator) * 20 - 10).requires_grad_()
-    z = (mu + torch.exp(0.5 * logvar.detach()) * torch.randn(batch, d, generator=generator)).requires_grad_()
-    _assert_matches_reference(z, mu.requires_grad_(), logvar, 10_000, estimator, generator, rtol=1e-4, atol=1e-3)
+    z = (
+        mu + torch.exp(0.5 * logvar.detach()) * torch.randn(batch, d, generator=generator)
+    ).requires_grad_()
+    _assert_matches_reference(
+        z, mu.requires_grad_(), logvar, 10_000, estimator, generator, rtol=1e-4, atol=1e-3
+    )
 
 
 def test_a_sample_far_from_every_posterior_is_exact(generator, mode):
@@ -166,7 +179,8 @@ def _count_fallbacks(monkeypatch) -> list:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_a_sample_far_from_its_own_posterior_but_near_another_falls_back_to_the_max_shift(
-        generator, monkeypatch, mode, dtype):
+    generator, monkeypatch, mode, dtype
+):
     """The forward shifts each sum by its diagonal term. z_0 sits on posterior 1's mean, thousands
     of its own standard deviations away, so another term exceeds the diagonal one by far more
     than e^88: the shifted sum overflows, and the estimator sums again shifted by the max."""

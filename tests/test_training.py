@@ -17,7 +17,12 @@ RUN = TrainConfig(steps=6, batch_size=64, seed=0)
 
 def _data(n=256, seed=0, name="blobs"):
     g = torch.Generator().manual_seed(seed)
-    return Data(name, (torch.rand(n, 1, 32, 32, generator=g) > 0.7).to(torch.uint8), levels=2, meta={"seed": seed})
+    return Data(
+        name,
+        (torch.rand(n, 1, 32, 32, generator=g) > 0.7).to(torch.uint8),
+        levels=2,
+        meta={"seed": seed},
+    )
 
 
 def _weights(model):
@@ -25,7 +30,9 @@ def _weights(model):
 
 
 def test_history_has_one_row_per_epoch_and_cosine_ends_at_zero():
-    history = fit(CONFIG, _data(), TrainConfig(epochs=2, batch_size=64), use_cache=False, progress=False).history
+    history = fit(
+        CONFIG, _data(), TrainConfig(epochs=2, batch_size=64), use_cache=False, progress=False
+    ).history
     assert list(history.epoch) == [0, 1] and list(history.step) == [4, 8]
     assert {"loss", "recon", "mi", "tc", "dwkl", "images_per_s"} <= set(history.columns)
     assert history.lr.iloc[-1] == pytest.approx(0.0, abs=1e-12)
@@ -34,7 +41,13 @@ def test_history_has_one_row_per_epoch_and_cosine_ends_at_zero():
 def test_same_seed_same_weights_other_seed_other_weights():
     a = fit(CONFIG, _data(), RUN, use_cache=False, progress=False).model
     b = fit(CONFIG, _data(), RUN, use_cache=False, progress=False).model
-    c = fit(CONFIG, _data(), TrainConfig(steps=6, batch_size=64, seed=1), use_cache=False, progress=False).model
+    c = fit(
+        CONFIG,
+        _data(),
+        TrainConfig(steps=6, batch_size=64, seed=1),
+        use_cache=False,
+        progress=False,
+    ).model
     assert torch.equal(_weights(a), _weights(b))
     assert not torch.equal(_weights(a), _weights(c))
 
@@ -51,8 +64,20 @@ def test_cache_round_trip(tmp_path):
 def test_cache_key_covers_model_run_and_data(tmp_path):
     base = fit(CONFIG, _data(), RUN, cache_dir=tmp_path, progress=False).path
     others = [
-        fit(ModelConfig(data_shape=(1, 32, 32), latent_sizes=(4,), beta=3), _data(), RUN, cache_dir=tmp_path, progress=False),
-        fit(CONFIG, _data(), TrainConfig(steps=6, batch_size=64, seed=5), cache_dir=tmp_path, progress=False),
+        fit(
+            ModelConfig(data_shape=(1, 32, 32), latent_sizes=(4,), beta=3),
+            _data(),
+            RUN,
+            cache_dir=tmp_path,
+            progress=False,
+        ),
+        fit(
+            CONFIG,
+            _data(),
+            TrainConfig(steps=6, batch_size=64, seed=5),
+            cache_dir=tmp_path,
+            progress=False,
+        ),
         fit(CONFIG, _data(seed=1), RUN, cache_dir=tmp_path, progress=False),
     ]
     assert all(not o.cached for o in others)
@@ -84,15 +109,22 @@ def test_non_finite_loss_stops_with_the_step_and_config():
     x[100] = float("nan")
     data = Data("nan", x, levels=0)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at step \d+ .*ModelConfig"):
-        train(build_model(replace(CONFIG, dataset_size=128)), data, TrainConfig(epochs=1, batch_size=128))
+        train(
+            build_model(replace(CONFIG, dataset_size=128)),
+            data,
+            TrainConfig(epochs=1, batch_size=128),
+        )
 
 
-@pytest.mark.parametrize("run,match", [
-    (TrainConfig(), "exactly one"),
-    (TrainConfig(steps=1, epochs=1), "exactly one"),
-    (TrainConfig(steps=1, batch_size=1000), "exceeds"),
-    (TrainConfig(steps=1, schedule="linear"), "schedule"),
-])
+@pytest.mark.parametrize(
+    "run,match",
+    [
+        (TrainConfig(), "exactly one"),
+        (TrainConfig(steps=1, epochs=1), "exactly one"),
+        (TrainConfig(steps=1, batch_size=1000), "exceeds"),
+        (TrainConfig(steps=1, schedule="linear"), "schedule"),
+    ],
+)
 def test_bad_run_configs_raise_before_training(run, match):
     with pytest.raises(ValueError, match=match):
         fit(CONFIG, _data(), run, use_cache=False, progress=False)

@@ -7,24 +7,34 @@ what the chapters do. Each function takes the chapter's parameters as keywords (
 
     needs = chapters.needs("intro", **parameters)   # a zoo.Needs: models and batteries
     trained = {point: zoo.get(point, profile) for point in needs.models}
+
+The parameters a chapter cannot run with are refused here, once: :func:`validate` runs the
+chapter's check (registered with :func:`checks`), :func:`needs` runs it before anything else,
+and so does each chapter's first cell, so a bad value fails the plan and the page alike with
+a message that names it. :func:`data_missing` says when a dataset's files are not there, so a
+page can mark the sections that need them and the plan can leave their models out.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from . import zoo
-from .attacks import AttackProtocol
+from .attacks import SOLVERS, AttackProtocol
 from .attacks.objectives import Attack
 from .data import Data
+from .data import missing as dataset_missing
 from .data.dsprites import FACTOR_NAMES, FACTOR_VALUES, SHAPE_NAMES
 from .zoo import BatteryRequest, Needs, Point
 
 NEEDS: dict[str, Callable[..., Needs]] = {}
+CHECKS: dict[str, Callable[..., None]] = {}
 
 
 def chapter(name: str):
@@ -37,72 +47,332 @@ def chapter(name: str):
     return register
 
 
+def checks(name: str):
+    """Register the parameter check of the chapter ``book/<name>.ipynb`` (see :func:`validate`)."""
+
+    def register(function: Callable[..., None]) -> Callable[..., None]:
+        CHECKS[name] = function
+        return function
+
+    return register
+
+
+def validate(name: str, **parameters: Any) -> None:
+    """Raise ValueError, naming the parameter and what it must be, when chapter ``name`` cannot
+    run with ``parameters`` (keywords of its parameters cell; those its check does not read are
+    ignored). A chapter without a registered check accepts anything its types allow; every
+    chapter that attacks (one with a ``solver`` parameter) is also checked by
+    :func:`check_attacker`."""
+    if "solver" in parameters:
+        check_attacker(**parameters)
+    function = CHECKS.get(name)
+    if function is not None:
+        function(**parameters)
+
+
 def needs(name: str, **parameters: Any) -> Needs:
-    """The models and batteries chapter ``name`` needs with these parameters (nothing, if unregistered)."""
+    """The models and batteries chapter ``name`` needs with these parameters (nothing, if
+    unregistered), after :func:`validate`."""
+    validate(name, **parameters)
     function = NEEDS.get(name)
     return function(**parameters) if function is not None else Needs()
 
 
+def data_missing(dataset: str) -> str | None:
+    """Why the zoo's ``dataset`` cannot be had (every split the zoo reads): one line saying what to
+    get and where, with the data directory written $SEATBELT_DATA, never this machine's path (a
+    page may show it); None when it can. Asks :func:`seatbelt.data.missing`, which reads no data.
+    """
+    splits = ("train", "test") if dataset in ("svhn", "mnist") else (None,)
+    for split in splits:
+        reason = dataset_missing(dataset, split=split) if split else dataset_missing(dataset)
+        if reason is not None:
+            return _without_paths(" ".join(reason.split()))
+    return None
+
+
+def _without_paths(text: str) -> str:
+    """``text`` with the data directory and the cache written as their environment variables."""
+    places = {
+        "SEATBELT_DATA": os.environ.get("SEATBELT_DATA"),
+        "SEATBELT_CACHE": os.environ.get("SEATBELT_CACHE"),
+    }
+    for name, place in places.items():
+        if place:
+            text = text.replace(str(Path(place).expanduser()), f"${name}")
+    return text.replace(str(Path.home()), "~")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _attacker(solver: str, max_iter: int) -> dict[str, Any]:
+    """A battery's solver and its iteration cap (evaluations: twice that), as keywords of
+    :class:`~seatbelt.zoo.BatteryRequest`."""
+    check_attacker(solver=solver, max_iter=max_iter)
+    return {
+        "solver": solver,
+        "solver_options": (("max_evals", 2 * max_iter), ("max_iter", max_iter)),
+    }
+
+
+def check_attacker(*, solver: str, max_iter: int, **_: Any) -> None:
+    """The checks every attacking chapter shares: a known solver and a positive cap."""
+    _require(
+        solver in SOLVERS,
+        f"solver={solver!r}: choose one of {', '.join(SOLVERS)} "
+        "(bench/attack_families.py measures each against the scipy reference).",
+    )
+    _require(max_iter >= 1, f"max_iter={max_iter}: the solver needs at least one iteration.")
+
+
+@checks("intro")
+def check_intro(*, beta_tc: float, **_: Any) -> None:
+    _require(
+        beta_tc > 1,
+        f"beta_tc={beta_tc}: the introduction compares beta = 1 with a beta-TCVAE of beta > 1.",
+    )
+
+
+@checks("layerwise")
+def check_layerwise(
+    *,
+    betas: Sequence[float],
+    depths: Sequence[int],
+    depth: int,
+    c5_factor: float,
+    c7_margin: float,
+    fig5_latents: Sequence[int] | None = None,
+    **_: Any,
+) -> None:
+    _require(
+        bool(betas) and bool(depths) and min(depths) >= 1 and min(betas) >= 1,
+        f"layerwise needs betas >= 1 and depths >= 1, got betas={betas}, depths={depths}.",
+    )
+    _require(
+        max(betas) > 1 and depth >= 2,
+        f"betas={sorted(betas)}, depth={depth}: the claims compare at a beta above 1 and a "
+        "Seatbelt of depth >= 2; add a larger beta or a deeper depth.",
+    )
+    _require(
+        max(depths) > 1,
+        f"depths={sorted(depths)}: Fig D.8 needs a depth >= 2 (one layer has no choice).",
+    )
+    _require(
+        c5_factor >= 1 and 0 < c7_margin < 1,
+        f"c5_factor={c5_factor} must be >= 1 and c7_margin={c7_margin} in (0, 1).",
+    )
+    _require(
+        fig5_latents is None or (bool(fig5_latents) and min(fig5_latents) >= 1),
+        f"fig5_latents={fig5_latents}: give at least one latent size d_z >= 1 for Fig 5's "
+        "beta-TCVAEs (the paper pools 4 to 128).",
+    )
+
+
+@checks("denoising")
+def check_denoising(
+    *, betas_tc: Sequence[float], betas_seatbelt: Sequence[float], scales: Sequence[float], **_: Any
+) -> None:
+    for name, betas in (("betas_tc", betas_tc), ("betas_seatbelt", betas_seatbelt)):
+        _require(
+            1.0 in betas and len(betas) >= 2,
+            f"{name}={betas}: C10 compares beta > 1 with beta = 1; give 1 and at least one "
+            "larger beta.",
+        )
+    _require(
+        bool(scales) and min(scales) > 0,
+        f"scales={scales}: give noise scales > 0; a = 0 is added as the reference.",
+    )
+
+
+@checks("downstream")
+def check_downstream(
+    *, profile: str, beta: float, layers: int, classifier_images: int, **_: Any
+) -> None:
+    _require(
+        beta > 1 and layers >= 2,
+        f"beta={beta}, layers={layers}: this chapter compares a VAE with TC-penalised models "
+        "(beta > 1) and a hierarchical Seatbelt-VAE (layers >= 2).",
+    )
+    n_train = zoo.recipe(profile, "cifar10").n_train
+    _require(
+        1 <= classifier_images <= n_train,
+        f"classifier_images={classifier_images}: the {profile} recipe has {n_train} "
+        "training images; choose a number from 1 to that.",
+    )
+
+
+@checks("tcvae_attacks")
+def check_tcvae_attacks(*, betas: Sequence[float], steps_beta: float, **_: Any) -> None:
+    _require(
+        bool(betas) and min(betas) == 1 and max(betas) > 1 and steps_beta > 1,
+        f"betas={betas}, steps_beta={steps_beta}: the chapter compares beta = 1 (the VAE) "
+        "with beta > 1, so betas needs 1 and a larger value, and steps_beta > 1.",
+    )
+
+
+@checks("overlap")
+def check_overlap(*, curve_betas: Sequence[float], model_seeds: Sequence[int], **_: Any) -> None:
+    _require(
+        bool(model_seeds) and 1.0 in [float(b) for b in curve_betas] and min(curve_betas) >= 1,
+        f"the overlap chapter needs at least one seed and curve betas >= 1 that include 1 "
+        f"(the VAE, where both curves start); got model_seeds={model_seeds}, "
+        f"curve_betas={curve_betas}.",
+    )
+
+
+@checks("seatbelt")
+def check_seatbelt(
+    *,
+    betas: Sequence[float],
+    tcvae_latents: Sequence[int],
+    layers: int,
+    band_layers: Sequence[int] | None = None,
+    **_: Any,
+) -> None:
+    betas = [float(b) for b in betas]
+    _require(
+        len(set(betas)) >= 2
+        and min(betas) >= 1
+        and 1.0 in betas
+        and bool(tcvae_latents)
+        and layers >= 2,
+        f"the Seatbelt chapter needs at least two betas >= 1 including 1, a latent size and "
+        f"layers >= 2; got betas={betas}, tcvae_latents={tcvae_latents}, layers={layers}.",
+    )
+    _require(
+        band_layers is None or (bool(band_layers) and min(band_layers) >= 2),
+        f"band_layers={band_layers}: Fig 6's Seatbelt band needs at least one depth, each >= 2 "
+        "(a one-layer Seatbelt is the beta-TCVAE).",
+    )
+
+
 @chapter("intro")
-def intro(*, beta_tc: float, latent_size: int, seed: int, n_pairs: int, n_lambdas: int,
-          log2_lambda_min: float, log2_lambda_max: float, max_iter: int, **_: Any) -> Needs:
+def intro(
+    *,
+    beta_tc: float,
+    latent_size: int,
+    seed: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    max_iter: int,
+    solver: str,
+    **_: Any,
+) -> Needs:
     """A VAE and one beta-TCVAE on dSprites, both attacked with the latent KL attack."""
-    protocol = AttackProtocol(n_pairs=n_pairs, n_lambdas=n_lambdas, log2_lambda_range=(log2_lambda_min, log2_lambda_max),
-                              attacks=("kl",), seed=seed)
-    options = (("max_evals", 2 * max_iter), ("max_iter", max_iter))
-    models = [Point("vae", "dsprites", 1.0, latent_size, seed=seed),
-              Point("beta-tcvae", "dsprites", beta_tc, latent_size, seed=seed)]
-    return Needs(models, [BatteryRequest(p, protocol, solver_options=options) for p in models])
+    protocol = AttackProtocol(
+        n_pairs=n_pairs,
+        n_lambdas=n_lambdas,
+        attacks=("kl",),
+        seed=seed,
+        log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+    )
+    attacker = _attacker(solver, max_iter)
+    models = [
+        Point("vae", "dsprites", 1.0, latent_size, seed=seed),
+        Point("beta-tcvae", "dsprites", beta_tc, latent_size, seed=seed),
+    ]
+    return Needs(models, [BatteryRequest(p, protocol, **attacker) for p in models])
 
 
 @chapter("layerwise")
-def layerwise(*, betas: list[float], depths: list[int], depth: int, latent_size: int, celeba_beta: float,
-              celeba_pair: list[int], seed: int, n_pairs: int, n_lambdas: int, log2_lambda_min: float,
-              log2_lambda_max: float, max_iter: int, **_: Any) -> Needs:
+def layerwise(
+    *,
+    betas: list[float],
+    depths: list[int],
+    depth: int,
+    fig5_latents: list[int],
+    celeba_beta: float,
+    celeba_pair: list[int],
+    seed: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    max_iter: int,
+    solver: str,
+    **_: Any,
+) -> Needs:
     """Attacks on Seatbelt-VAEs (Section 5), one battery per model and attack:
 
-    * every Seatbelt of ``betas`` x ``depths`` under the KL attack on all layers, z_1 and z_L (Figs D.8, D.9);
-    * the Seatbelt of depth ``depth`` and the beta-TCVAE of ``latent_size`` (the VAE at beta = 1) at
-      every beta under the KL, W2 and output attacks (Fig 5, C4, C5); the VAE is always attacked;
+    * every Seatbelt of ``betas`` x ``depths`` under the KL attack on all layers, z_1 and z_L
+      (Figs D.8, D.9);
+    * the Seatbelt of depth ``depth`` and the beta-TCVAEs of every d_z in ``fig5_latents`` (the VAEs
+      at beta = 1; Fig 5 pools them) at every beta under the KL, W2 and output attacks (Fig 5, C4,
+      C5); the VAEs are always attacked;
     * the chain of depth ``depth`` at the largest beta, on all layers and on z_1 (C13);
-    * one held-out CelebA pair against a VAE, a beta-TCVAE and a Seatbelt at ``celeba_beta`` (Fig 1).
+    * one held-out CelebA pair against a VAE, a beta-TCVAE and a Seatbelt at ``celeba_beta``
+      (Fig 1), when CelebA's files are there (:func:`data_missing`).
 
-    The protocol has the introduction's form with one attack each, so an equal protocol shares a battery.
+    The protocol has the introduction's form with one attack each, so an equal protocol shares a
+    battery.
     """
-    if not betas or not depths or min(depths) < 1 or min(betas) < 1:
-        raise ValueError(f"layerwise needs betas >= 1 and depths >= 1, got betas={betas}, depths={depths}.")
-    options = (("max_evals", 2 * max_iter), ("max_iter", max_iter))
+    attacker = _attacker(solver, max_iter)
     batteries: list[BatteryRequest] = []
 
     def add(point: Point, *attacks: Attack | str, pairs=None) -> None:
         for attack in attacks:
-            protocol = AttackProtocol(n_pairs=n_pairs, n_lambdas=n_lambdas, attacks=(attack,), seed=seed,
-                                      log2_lambda_range=(log2_lambda_min, log2_lambda_max))
-            batteries.append(BatteryRequest(point, protocol, solver_options=options, pairs=pairs))
+            protocol = AttackProtocol(
+                n_pairs=n_pairs,
+                n_lambdas=n_lambdas,
+                attacks=(attack,),
+                seed=seed,
+                log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+            )
+            batteries.append(BatteryRequest(point, protocol, **attacker, pairs=pairs))
 
     layer_attacks = (Attack("kl", "bottom"), Attack("kl", "top"))
-    add(Point("vae", "dsprites", 1.0, latent_size, seed=seed), "kl")
+    for latent in fig5_latents:
+        add(Point("vae", "dsprites", 1.0, latent, seed=seed), "kl")
     for beta in betas:
         family = "vae" if beta == 1 else "beta-tcvae"
-        add(Point(family, "dsprites", beta, latent_size, seed=seed), "kl", "w2", "output")
+        for latent in fig5_latents:
+            add(Point(family, "dsprites", beta, latent, seed=seed), "kl", "w2", "output")
         add(Point("seatbelt", "dsprites", beta, layers=depth, seed=seed), "kl", "w2", "output")
         for layers in depths:
-            add(Point("seatbelt", "dsprites", beta, layers=layers, seed=seed), "kl", *(layer_attacks if layers > 1 else ()))
-    add(Point("chain", "dsprites", max(betas), layers=depth, seed=seed), "kl", Attack("kl", "bottom"))
+            add(
+                Point("seatbelt", "dsprites", beta, layers=layers, seed=seed),
+                "kl",
+                *(layer_attacks if layers > 1 else ()),
+            )
+    add(
+        Point("chain", "dsprites", max(betas), layers=depth, seed=seed),
+        "kl",
+        Attack("kl", "bottom"),
+    )
     pair = (tuple(int(i) for i in celeba_pair),)
-    for point in (Point("vae", "celeba", 1.0, seed=seed), Point("beta-tcvae", "celeba", celeba_beta, seed=seed),
-                  Point("seatbelt", "celeba", celeba_beta, seed=seed)):
+    faces = (
+        Point("vae", "celeba", 1.0, seed=seed),
+        Point("beta-tcvae", "celeba", celeba_beta, seed=seed),
+        Point("seatbelt", "celeba", celeba_beta, seed=seed),
+    )
+    for point in faces if data_missing("celeba") is None else ():
         add(point, "kl", pairs=pair)
     return Needs([], batteries)
 
 
 @chapter("denoising")
-def denoising(*, datasets: list[str], betas_tc: list[float], betas_seatbelt: list[float], layers: int, seed: int,
-              **_: Any) -> Needs:
+def denoising(
+    *,
+    datasets: list[str],
+    betas_tc: list[float],
+    betas_seatbelt: list[float],
+    layers: int,
+    seed: int,
+    **_: Any,
+) -> Needs:
     """beta-TCVAEs (the recipe's latent size) and Seatbelt-VAEs of ``layers`` layers over beta, per
-    dataset; no battery (noise, not attacks: seatbelt.denoising)."""
+    dataset whose files are there (:func:`data_missing`); no battery (noise, not attacks:
+    seatbelt.denoising)."""
+    datasets = [d for d in datasets if data_missing(d) is None]
     models = [Point("beta-tcvae", d, b, seed=seed) for d in datasets for b in betas_tc]
-    models += [Point("seatbelt", d, b, layers=layers, seed=seed) for d in datasets for b in betas_seatbelt]
+    models += [
+        Point("seatbelt", d, b, layers=layers, seed=seed) for d in datasets for b in betas_seatbelt
+    ]
     return Needs(models)
 
 
@@ -110,17 +380,24 @@ def denoising(*, datasets: list[str], betas_tc: list[float], betas_seatbelt: lis
 # attacking beta-TCVAEs (book/tcvae_attacks.ipynb); the grid is the MIG chapter's too
 
 
-def tcvae_grid(betas: Sequence[float], latents: Sequence[int], seed: int = 0, steps: int | None = None) -> list[Point]:
+def tcvae_grid(
+    betas: Sequence[float], latents: Sequence[int], seed: int = 0, steps: int | None = None
+) -> list[Point]:
     """The beta x d_z grid of dSprites beta-TCVAEs of Fig 3 (beta = 1 is the VAE), latent-major.
 
     The chapters that attack these models (tcvae_attacks, mig) call it with the same values, so
     they share every model.
     """
     if not betas or not latents or min(betas) < 1:
-        raise ValueError(f"the beta-TCVAE grid needs betas >= 1 and at least one latent size; got betas={betas}, "
-                         f"latents={latents}.")
-    return [Point("beta-tcvae", "dsprites", float(beta), int(latent), seed=seed, steps=steps)
-            for latent in latents for beta in betas]
+        raise ValueError(
+            f"the beta-TCVAE grid needs betas >= 1 and at least one latent size; got "
+            f"betas={betas}, latents={latents}."
+        )
+    return [
+        Point("beta-tcvae", "dsprites", float(beta), int(latent), seed=seed, steps=steps)
+        for latent in latents
+        for beta in betas
+    ]
 
 
 def heart_rotation_pair(data: Data, turn: float = math.pi / 2) -> tuple[int, int]:
@@ -131,7 +408,9 @@ def heart_rotation_pair(data: Data, turn: float = math.pi / 2) -> tuple[int, int
     Ties go to the larger heart (more pixels to rotate), then to the lower indices.
     """
     if data.factors is None or data.factors.shape[1] != len(FACTOR_NAMES):
-        raise ValueError("heart_rotation_pair needs dSprites data with its factors (zoo.data('dsprites', ...)).")
+        raise ValueError(
+            "heart_rotation_pair needs dSprites data with its factors (zoo.data('dsprites', ...))."
+        )
     factors = data.factors.numpy()
     shape, scale, orientation, pos_x, pos_y = factors.T
     hearts = np.flatnonzero(shape == SHAPE_NAMES.index("heart"))
@@ -141,77 +420,175 @@ def heart_rotation_pair(data: Data, turn: float = math.pi / 2) -> tuple[int, int
     groups = np.split(hearts[order], np.flatnonzero(np.diff(key[order])) + 1)
     best = None  # (angle error, -scale, source, target)
     for group in (g for g in groups if len(g) > 1):
-        gap = np.abs(angles[orientation[group]][:, None] - angles[orientation[group]][None, :]) % (2 * math.pi)
+        turned = angles[orientation[group]]
+        gap = np.abs(turned[:, None] - turned[None, :]) % (2 * math.pi)
         error = np.abs(np.minimum(gap, 2 * math.pi - gap) - turn)
         np.fill_diagonal(error, np.inf)
         i, j = np.unravel_index(np.argmin(error), error.shape)
-        candidate = (round(float(error[i, j]), 9), -int(scale[group[i]]), int(group[i]), int(group[j]))
+        candidate = (
+            round(float(error[i, j]), 9),
+            -int(scale[group[i]]),
+            int(group[i]),
+            int(group[j]),
+        )
         best = candidate if best is None else min(best, candidate)
     if best is None:
-        raise ValueError(f"no two hearts of {len(data)} {data.name} images share scale and position; use a larger "
-                         "split (split='train').")
+        raise ValueError(
+            f"no two hearts of {len(data)} {data.name} images share scale and "
+            "position; use a larger split (split='train')."
+        )
     return best[2], best[3]
 
 
 @dataclass(frozen=True)
 class TcvaeAttacks:
-    """The batteries of the chapter, by role: the grid under the KL and the output attack (Figs 3,
-    E.10), the training-length study (the KL attack at one beta pair, one model per length) and
-    the heart rotation (Fig 4)."""
+    """The batteries of the chapter, by role: the grid under the KL attack, the output attack and
+    the reconstruction attack of Gondim-Ribeiro et al. (Figs 3, E.10), the training-length study
+    (the KL attack at one beta pair, one model per length) and the heart rotation (Fig 4)."""
 
     grid: list[Point]
     kl: list[BatteryRequest]
     output: list[BatteryRequest]
+    recon: list[BatteryRequest]
     training: dict[int, list[BatteryRequest]]
     heart: list[BatteryRequest]
 
     @property
     def needs(self) -> Needs:
-        return Needs([], [*self.kl, *self.output, *(b for bs in self.training.values() for b in bs), *self.heart])
+        studied = (b for bs in self.training.values() for b in bs)
+        return Needs([], [*self.kl, *self.output, *self.recon, *studied, *self.heart])
 
 
-def tcvae_attack_plan(*, profile: str, betas: Sequence[float], latents: Sequence[int], seed: int, n_pairs: int,
-                      n_lambdas: int, log2_lambda_min: float, log2_lambda_max: float, max_iter: int,
-                      training_steps: Sequence[int], steps_beta: float, steps_latent: int,
-                      heart_betas: Sequence[float], heart_latent: int, seatbelt_beta: float, seatbelt_layers: int,
-                      **_: Any) -> TcvaeAttacks:
+def tcvae_attack_plan(
+    *,
+    profile: str,
+    betas: Sequence[float],
+    latents: Sequence[int],
+    seed: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    max_iter: int,
+    solver: str,
+    training_steps: Sequence[int],
+    steps_beta: float,
+    steps_latent: int,
+    heart_betas: Sequence[float],
+    heart_latent: int,
+    seatbelt_beta: float,
+    seatbelt_layers: int,
+    **_: Any,
+) -> TcvaeAttacks:
     """What book/tcvae_attacks.ipynb runs (see :class:`TcvaeAttacks`); one attack per protocol, in
-    the introduction's form, so equal settings share a battery with the introduction and the layerwise chapter."""
-    options = (("max_evals", 2 * max_iter), ("max_iter", max_iter))
+    the introduction's form, so equal settings share a battery with the introduction and the
+    layerwise chapter."""
+    attacker = _attacker(solver, max_iter)
 
     def request(point: Point, attack: str, pairs=None, n: int = n_pairs) -> BatteryRequest:
-        protocol = AttackProtocol(n_pairs=n, n_lambdas=n_lambdas, log2_lambda_range=(log2_lambda_min, log2_lambda_max),
-                                  attacks=(attack,), seed=seed)
-        return BatteryRequest(point, protocol, solver_options=options, pairs=pairs,
-                              split="test" if pairs is None else "train")
+        protocol = AttackProtocol(
+            n_pairs=n,
+            n_lambdas=n_lambdas,
+            attacks=(attack,),
+            seed=seed,
+            log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+        )
+        return BatteryRequest(
+            point, protocol, **attacker, pairs=pairs, split="test" if pairs is None else "train"
+        )
 
     grid = tcvae_grid(betas, latents, seed)
-    training = {int(steps): [request(p, "kl") for p in tcvae_grid((1.0, steps_beta), (steps_latent,), seed, int(steps))]
-                for steps in training_steps}
+    training = {
+        int(steps): [
+            request(p, "kl")
+            for p in tcvae_grid((1.0, steps_beta), (steps_latent,), seed, int(steps))
+        ]
+        for steps in training_steps
+    }
     pair = (heart_rotation_pair(zoo.data("dsprites", profile, split="train")),)
-    hearts = [Point("beta-tcvae", "dsprites", float(b), heart_latent, seed=seed) for b in heart_betas]
+    hearts = [
+        Point("beta-tcvae", "dsprites", float(b), heart_latent, seed=seed) for b in heart_betas
+    ]
     hearts.append(Point("seatbelt", "dsprites", seatbelt_beta, layers=seatbelt_layers, seed=seed))
-    return TcvaeAttacks(grid, [request(p, "kl") for p in grid], [request(p, "output") for p in grid], training,
-                        [request(p, "kl", pairs=pair, n=1) for p in hearts])
+    return TcvaeAttacks(
+        grid,
+        [request(p, "kl") for p in grid],
+        [request(p, "output") for p in grid],
+        [request(p, "recon") for p in grid],
+        training,
+        [request(p, "kl", pairs=pair, n=1) for p in hearts],
+    )
 
 
 @chapter("tcvae_attacks")
 def tcvae_attacks(**parameters: Any) -> Needs:
-    """beta-TCVAEs on dSprites over a beta x d_z grid under the KL and output attacks (Figs 3, E.10),
-    a training-length study at one beta pair, and the heart rotation of Fig 4 (with a Seatbelt-VAE)."""
+    """beta-TCVAEs on dSprites over a beta x d_z grid under the KL, output and reconstruction
+    attacks (Figs 3, E.10), a training-length study at one beta pair, and the heart rotation of
+    Fig 4 (with a Seatbelt-VAE)."""
     return tcvae_attack_plan(**parameters).needs
 
 
+TABLE1_DATASETS = ("cifar10", "svhn")  # Table 1's datasets, in the page's order
+
+
+@dataclass(frozen=True)
+class Downstream:
+    """The models of Table 1 per dataset, each list (VAE, beta-TCVAE, Seatbelt-VAE), and their
+    batteries in the same order; a dataset whose files are missing is left out (``missing``
+    holds why)."""
+
+    models: dict[str, list[Point]]
+    batteries: dict[str, list[BatteryRequest]]
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(
+            [p for ps in self.models.values() for p in ps],
+            [b for bs in self.batteries.values() for b in bs],
+        )
+
+
+def downstream_plan(
+    *,
+    beta: float,
+    layers: int,
+    n_pairs: int,
+    max_iter: int,
+    solver: str = "batched",
+    seed: int,
+    datasets: Sequence[str] = TABLE1_DATASETS,
+    **_: Any,
+) -> Downstream:
+    """What book/downstream.ipynb runs on each of ``datasets`` it can have (see
+    :class:`Downstream`): a VAE, a beta-TCVAE and a Seatbelt-VAE, each attacked with the latent
+    KL attack at lambda = 1 on the same held-out pairs whose target has another label."""
+    protocol = AttackProtocol(
+        n_pairs=n_pairs, lambdas=(1.0,), attacks=("kl",), pairing="different_label", seed=seed
+    )
+    attacker = _attacker(solver, max_iter)
+    models, batteries, missing = {}, {}, {}
+    for dataset in datasets:
+        reason = data_missing(dataset) if dataset != "cifar10" else None
+        if reason is not None:  # CIFAR-10 is the chapter itself: its loader says what is missing
+            missing[dataset] = reason
+            continue
+        models[dataset] = [
+            Point("vae", dataset, seed=seed),
+            Point("beta-tcvae", dataset, beta=beta, seed=seed),
+            Point("seatbelt", dataset, beta=beta, layers=layers, seed=seed),
+        ]
+        batteries[dataset] = [
+            BatteryRequest(p, protocol, split="test", keep_images=True, **attacker)
+            for p in models[dataset]
+        ]
+    return Downstream(models, batteries, missing)
+
+
 @chapter("downstream")
-def downstream(*, beta: float, layers: int, n_pairs: int, max_iter: int, seed: int, **_: Any) -> Needs:
-    """Table 1 on CIFAR-10: a VAE, a beta-TCVAE and a Seatbelt-VAE, each attacked with the latent KL
-    attack at lambda = 1 on the same held-out pairs whose target has another label."""
-    protocol = AttackProtocol(n_pairs=n_pairs, lambdas=(1.0,), attacks=("kl",), pairing="different_label", seed=seed)
-    options = (("max_evals", 2 * max_iter), ("max_iter", max_iter))
-    models = [Point("vae", "cifar10", seed=seed), Point("beta-tcvae", "cifar10", beta=beta, seed=seed),
-              Point("seatbelt", "cifar10", beta=beta, layers=layers, seed=seed)]
-    return Needs(models, [BatteryRequest(p, protocol, split="test", keep_images=True, solver_options=options)
-                          for p in models])
+def downstream(**parameters: Any) -> Needs:
+    """Table 1 on CIFAR-10 and, where its files are present, SVHN (see :func:`downstream_plan`)."""
+    return downstream_plan(**parameters).needs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +599,8 @@ def downstream(*, beta: float, layers: int, n_pairs: int, max_iter: int, seed: i
 class OverlapModels:
     """The models of book/overlap.ipynb, by role: the Swiss roll of Fig A.7 (the VAE, then the
     beta-VAE and the beta-TCVAE at each beta), CelebA of Fig 2a (VAE, beta-VAE, beta-TCVAE at one
-    beta) and the curves of Fig 2b/2c (the VAE and both families at each beta > 1, per seed)."""
+    beta; none when CelebA's files are missing) and the curves of Fig 2b/2c (the VAE and both
+    families at each beta > 1, per seed)."""
 
     swissroll: list[Point]
     celeba: list[Point]
@@ -233,22 +611,35 @@ class OverlapModels:
         return Needs([*self.swissroll, *self.celeba, *self.curves])
 
 
-def overlap_models(*, swiss_betas: Sequence[float], celeba_beta: float, curve_dataset: str,
-                   curve_betas: Sequence[float], model_seeds: Sequence[int], **_: Any) -> OverlapModels:
+def overlap_models(
+    *,
+    swiss_betas: Sequence[float],
+    celeba_beta: float,
+    curve_dataset: str,
+    curve_betas: Sequence[float],
+    model_seeds: Sequence[int],
+    **_: Any,
+) -> OverlapModels:
     """The models of the overlap chapter; Fig A.7 and Fig 2a use the first seed. With
     ``curve_dataset="swissroll"`` and the Swiss roll's betas, the curves reuse Fig A.7's models."""
-    if not model_seeds or 1.0 not in [float(b) for b in curve_betas] or min(curve_betas) < 1:
-        raise ValueError(f"the overlap chapter needs at least one seed and curve betas >= 1 that include 1 (the VAE, "
-                         f"where both curves start); got model_seeds={model_seeds}, curve_betas={curve_betas}.")
 
     def family_grid(dataset: str, betas: Sequence[float], seed: int) -> list[Point]:
         grid = [Point("vae", dataset, seed=seed)]
-        grid += [Point(f, dataset, float(b), seed=seed) for b in betas if b != 1 for f in ("beta-vae", "beta-tcvae")]
+        grid += [
+            Point(f, dataset, float(b), seed=seed)
+            for b in betas
+            if b != 1
+            for f in ("beta-vae", "beta-tcvae")
+        ]
         return grid
 
     first = int(model_seeds[0])
-    return OverlapModels(family_grid("swissroll", swiss_betas, first), family_grid("celeba", [celeba_beta], first),
-                         [p for s in model_seeds for p in family_grid(curve_dataset, curve_betas, int(s))])
+    celeba = family_grid("celeba", [celeba_beta], first) if data_missing("celeba") is None else []
+    return OverlapModels(
+        family_grid("swissroll", swiss_betas, first),
+        celeba,
+        [p for s in model_seeds for p in family_grid(curve_dataset, curve_betas, int(s))],
+    )
 
 
 @chapter("overlap")
@@ -259,15 +650,31 @@ def overlap(**parameters: Any) -> Needs:
 
 
 @chapter("mig")
-def mig_robustness(*, betas: Sequence[float], latents: Sequence[int], seed: int, n_pairs: int, n_lambdas: int,
-                   log2_lambda_min: float, log2_lambda_max: float, max_iter: int, **_: Any) -> Needs:
+def mig_robustness(
+    *,
+    betas: Sequence[float],
+    latents: Sequence[int],
+    seed: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    max_iter: int,
+    solver: str,
+    **_: Any,
+) -> Needs:
     """MIG against the attack loss (Fig E.11): the beta-TCVAE grid of book/tcvae_attacks.ipynb and
     its KL batteries, requested exactly as that chapter requests them (one cache serves both)."""
-    protocol = AttackProtocol(n_pairs=n_pairs, n_lambdas=n_lambdas, log2_lambda_range=(log2_lambda_min, log2_lambda_max),
-                              attacks=("kl",), seed=seed)
-    options = (("max_evals", 2 * max_iter), ("max_iter", max_iter))
+    protocol = AttackProtocol(
+        n_pairs=n_pairs,
+        n_lambdas=n_lambdas,
+        attacks=("kl",),
+        seed=seed,
+        log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+    )
+    attacker = _attacker(solver, max_iter)
     grid = tcvae_grid(betas, latents, seed)
-    return Needs(grid, [BatteryRequest(p, protocol, solver_options=options) for p in grid])
+    return Needs(grid, [BatteryRequest(p, protocol, **attacker) for p in grid])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,42 +683,65 @@ def mig_robustness(*, betas: Sequence[float], latents: Sequence[int], seed: int,
 
 @dataclass(frozen=True)
 class SeatbeltModels:
-    """The models of book/seatbelt.ipynb, by role: Fig 6's Seatbelts (depth ``layers``) and
-    beta-TCVAEs (each latent size) at each beta, the chain at the largest beta, Fig 6c's CelebA pair
-    and the small Swiss-roll Seatbelt on which Theorem 1 is checked."""
+    """The models of book/seatbelt.ipynb, by role: the Seatbelts of depth ``layers`` at each beta
+    (the estimator study, free bits, the chain's comparison), Fig 6's Seatbelts (each depth of
+    ``band_layers``; the band spans them) and beta-TCVAEs (each latent size) at each beta, the
+    chain at the largest beta, Fig 6c's CelebA pair (beta-TCVAE, Seatbelt; empty when CelebA's
+    files are missing) and the small Swiss-roll Seatbelt on which Theorem 1 is checked."""
 
     seatbelts: list[Point]
+    band: dict[int, list[Point]]
     tcvaes: dict[int, list[Point]]
     chain: Point
-    celeba: tuple[Point, Point]
+    celeba: tuple[Point, ...]
     theorem: Point
 
     @property
     def needs(self) -> Needs:
-        return Needs([*self.seatbelts, *(p for ps in self.tcvaes.values() for p in ps), self.chain, *self.celeba,
-                      self.theorem])
+        band = (p for ps in self.band.values() for p in ps)
+        tcvaes = (p for ps in self.tcvaes.values() for p in ps)
+        return Needs([*self.seatbelts, *band, *tcvaes, self.chain, *self.celeba, self.theorem])
 
 
-def seatbelt_models(*, betas: Sequence[float], tcvae_latents: Sequence[int], layers: int, celeba_beta: float,
-                    theorem_layers: int, seed: int, **_: Any) -> SeatbeltModels:
+def seatbelt_models(
+    *,
+    betas: Sequence[float],
+    tcvae_latents: Sequence[int],
+    layers: int,
+    celeba_beta: float,
+    theorem_layers: int,
+    seed: int,
+    band_layers: Sequence[int] | None = None,
+    **_: Any,
+) -> SeatbeltModels:
     """The models of the Seatbelt chapter (see :class:`SeatbeltModels`); beta = 1 is the VAE for the
-    beta-TCVAE and the hierarchical VAE for the Seatbelt."""
+    beta-TCVAE and the hierarchical VAE for the Seatbelt. ``band_layers`` None is ``[layers]``."""
     betas = [float(b) for b in betas]
-    if len(set(betas)) < 2 or min(betas) < 1 or 1.0 not in betas or not tcvae_latents or layers < 2:
-        raise ValueError(f"the Seatbelt chapter needs at least two betas >= 1 including 1, a latent size and "
-                         f"layers >= 2; got betas={betas}, tcvae_latents={tcvae_latents}, layers={layers}.")
+    depths = [int(L) for L in (band_layers if band_layers is not None else [layers])]
     return SeatbeltModels(
         seatbelts=[Point("seatbelt", "dsprites", b, layers=layers, seed=seed) for b in betas],
-        tcvaes={int(d): [Point("beta-tcvae", "dsprites", b, int(d), seed=seed) for b in betas] for d in tcvae_latents},
+        band={
+            L: [Point("seatbelt", "dsprites", b, layers=L, seed=seed) for b in betas]
+            for L in depths
+        },
+        tcvaes={
+            int(d): [Point("beta-tcvae", "dsprites", b, int(d), seed=seed) for b in betas]
+            for d in tcvae_latents
+        },
         chain=Point("chain", "dsprites", max(betas), layers=layers, seed=seed),
-        celeba=(Point("beta-tcvae", "celeba", celeba_beta, seed=seed),
-                Point("seatbelt", "celeba", celeba_beta, layers=layers, seed=seed)),
+        celeba=(
+            Point("beta-tcvae", "celeba", celeba_beta, seed=seed),
+            Point("seatbelt", "celeba", celeba_beta, layers=layers, seed=seed),
+        )
+        if data_missing("celeba") is None
+        else (),
         theorem=Point("seatbelt", "swissroll", 1.0, layers=theorem_layers, seed=seed),
     )
 
 
 @chapter("seatbelt")
 def seatbelt(**parameters: Any) -> Needs:
-    """Seatbelt-VAEs and beta-TCVAEs over beta on dSprites (Fig 6, C6), the chain baseline, a CelebA
-    beta-TCVAE and Seatbelt at one large beta (Fig 6c) and a Swiss-roll Seatbelt (Theorem 1, C12); no battery."""
+    """Seatbelt-VAEs (over the depths of Fig 6's band) and beta-TCVAEs over beta on dSprites (Fig 6,
+    C6), the chain baseline, a CelebA beta-TCVAE and Seatbelt at one large beta (Fig 6c) and a
+    Swiss-roll Seatbelt (Theorem 1, C12); no battery."""
     return seatbelt_models(**parameters).needs

@@ -1,4 +1,5 @@
-"""The paper's claims, the checks the chapters make of them, and the effect sizes those checks report.
+"""The paper's claims, the checks the chapters make of them, and the effect sizes those checks
+report.
 
 A chapter measures an effect (a ratio, a difference, a correlation) over many units (attack
 pairs, test images), attaches a 95% interval (:func:`measure`: a BCa bootstrap for any
@@ -42,19 +43,57 @@ class Claim:
 CLAIMS: dict[str, Claim] = {
     c.id: c
     for c in (
-        Claim("C1", "beta-TCVAE's posterior std norm is larger than beta-VAE's at equal beta", "Fig 2"),
-        Claim("C2", "reconstruction likelihood degrades less with beta for beta-TCVAE than for beta-VAE", "Fig 2, Fig A.7"),
-        Claim("C3", "the attacker's Delta_KL rises from beta = 1 to beta > 1 for beta-TCVAE", "Fig 3"),
-        Claim("C4", "Seatbelt beats beta-TCVAE on -log p(x_t|z*) at large beta for the KL, output and W2 attacks", "Fig 5"),
-        Claim("C5", "Seatbelt at large beta multiplies Delta_KL over the VAE by a large factor", "Fig 5, Fig D.9"),
-        Claim("C6", "Seatbelt's beta = 1 ELBO degrades more slowly with beta than beta-TCVAE's", "Fig 6"),
-        Claim("C7", "attacking all layers is at least as effective as attacking z_1 or z_L alone", "Fig D.8"),
-        Claim("C8", "the adversarial-target distance grows faster with beta than the target-reconstruction distance", "Fig E.10"),
-        Claim("C9", "there is no simple correspondence between MIG and the attack loss", "Fig E.11"),
+        Claim(
+            "C1", "beta-TCVAE's posterior std norm is larger than beta-VAE's at equal beta", "Fig 2"
+        ),
+        Claim(
+            "C2",
+            "reconstruction likelihood degrades less with beta for beta-TCVAE than for beta-VAE",
+            "Fig 2, Fig A.7",
+        ),
+        Claim(
+            "C3", "the attacker's Delta_KL rises from beta = 1 to beta > 1 for beta-TCVAE", "Fig 3"
+        ),
+        Claim(
+            "C4",
+            "Seatbelt beats beta-TCVAE on -log p(x_t|z*) at large beta for the KL, output and W2 "
+            "attacks",
+            "Fig 5",
+        ),
+        Claim(
+            "C5",
+            "Seatbelt at large beta multiplies Delta_KL over the VAE by a large factor",
+            "Fig 5, Fig D.9",
+        ),
+        Claim(
+            "C6",
+            "Seatbelt's beta = 1 ELBO degrades more slowly with beta than beta-TCVAE's",
+            "Fig 6",
+        ),
+        Claim(
+            "C7",
+            "attacking all layers is at least as effective as attacking z_1 or z_L alone",
+            "Fig D.8",
+        ),
+        Claim(
+            "C8",
+            "the adversarial-target distance grows faster with beta than the target-reconstruction "
+            "distance",
+            "Fig E.10",
+        ),
+        Claim(
+            "C9", "there is no simple correspondence between MIG and the attack loss", "Fig E.11"
+        ),
         Claim("C10", "beta > 1 denoises better at every noise scale", "Fig F.12"),
-        Claim("C11", "downstream accuracy under attack ranks VAE < beta-TCVAE < Seatbelt", "Table 1"),
+        Claim(
+            "C11", "downstream accuracy under attack ranks VAE < beta-TCVAE < Seatbelt", "Table 1"
+        ),
         Claim("C12", "the Theorem 1 decomposition sums to the ELBO", "Appendix B"),
-        Claim("C13", "TC on a chain model (likelihood on z_1 only) is less robust than Seatbelt", "Section 4"),
+        Claim(
+            "C13",
+            "TC on a chain model (likelihood on z_1 only) is less robust than Seatbelt",
+            "Section 4",
+        ),
     )
 }
 
@@ -81,9 +120,14 @@ class Effect:
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
-            raise ValueError(f"Effect {self.name!r}: direction {self.direction!r} is not one of {DIRECTIONS}.")
+            raise ValueError(
+                f"Effect {self.name!r}: direction {self.direction!r} is not one of {DIRECTIONS}."
+            )
         if self.margin < 0 or (self.direction == "within" and self.margin == 0):
-            raise ValueError(f"Effect {self.name!r}: margin must be >= 0, and > 0 for direction 'within' (got {self.margin}).")
+            raise ValueError(
+                f"Effect {self.name!r}: margin must be >= 0, and > 0 for direction 'within' (got "
+                f"{self.margin})."
+            )
         if not 0 < self.level < 1:
             raise ValueError(f"Effect {self.name!r}: level must be in (0, 1), got {self.level}.")
         if self.low > self.high:
@@ -91,7 +135,8 @@ class Effect:
 
     @property
     def supported(self) -> bool:
-        """Whether the whole interval lies where the claim predicts (False when it is not finite)."""
+        """Whether the whole interval lies where the claim predicts (False when it is not
+        finite)."""
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             return False
         if self.direction == "greater":
@@ -104,12 +149,19 @@ class Effect:
     def prediction(self) -> str:
         if self.direction == "within":
             return f"within {self.null:g} ± {self.margin:g}"
-        sign, bound = (">", self.null - self.margin) if self.direction == "greater" else ("<", self.null + self.margin)
+        sign, bound = (
+            (">", self.null - self.margin)
+            if self.direction == "greater"
+            else ("<", self.null + self.margin)
+        )
         return f"{sign} {bound:g}"
 
     def __str__(self) -> str:
         pct = round(100 * self.level)
-        return f"{self.name} = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}] ({pct}%, n={self.n}; claim {self.prediction})"
+        return (
+            f"{self.name} = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}] "
+            f"({pct}%, n={self.n}; claim {self.prediction})"
+        )
 
 
 def ratio_of_medians(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -143,27 +195,50 @@ def measure(
     """
     arrays = [np.asarray(s, dtype=float).ravel() for s in samples]
     if not arrays or any(len(a) < 2 for a in arrays):
-        raise ValueError(f"Effect {name!r}: every sample needs at least 2 values, got sizes {[len(a) for a in arrays]}.")
+        raise ValueError(
+            f"Effect {name!r}: every sample needs at least 2 values, got sizes "
+            f"{[len(a) for a in arrays]}."
+        )
     if paired and len({len(a) for a in arrays}) != 1:
-        raise ValueError(f"Effect {name!r}: paired samples must have equal sizes, got {[len(a) for a in arrays]}.")
+        raise ValueError(
+            f"Effect {name!r}: paired samples must have equal sizes, got "
+            f"{[len(a) for a in arrays]}."
+        )
     if not all(np.isfinite(a).all() for a in arrays):
-        raise ValueError(f"Effect {name!r}: samples contain NaN or inf; drop or explain them before measuring.")
+        raise ValueError(
+            f"Effect {name!r}: samples contain NaN or inf; drop or explain them before measuring."
+        )
     estimate = float(statistic(*arrays, axis=-1))
     with warnings.catch_warnings():
         # BCa is undefined when resamples barely vary; the non-finite interval is handled below
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         warnings.simplefilter("ignore", RuntimeWarning)
         res = stats.bootstrap(
-            arrays, statistic, n_resamples=n_resamples, vectorized=True, paired=paired,
-            confidence_level=level, method="BCa", rng=np.random.default_rng(seed),
+            arrays,
+            statistic,
+            n_resamples=n_resamples,
+            vectorized=True,
+            paired=paired,
+            confidence_level=level,
+            method="BCa",
+            rng=np.random.default_rng(seed),
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     if not (math.isfinite(low) and math.isfinite(high)):
         spread = res.bootstrap_distribution
         if np.ptp(spread) == 0:  # degenerate: BCa is undefined but every resample agrees
             low = high = float(spread.flat[0])
-    return Effect(name, estimate, low, high, null=null, direction=direction, margin=margin,
-                  level=level, n=len(arrays[0]))
+    return Effect(
+        name,
+        estimate,
+        low,
+        high,
+        null=null,
+        direction=direction,
+        margin=margin,
+        level=level,
+        n=len(arrays[0]),
+    )
 
 
 def paired_comparison(
@@ -187,12 +262,19 @@ def paired_comparison(
     """
     a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
     if len(a) != len(b) or len(a) < 2:
-        raise ValueError(f"Effect {name!r}: needs two paired samples of equal size >= 2, got {len(a)} and {len(b)}.")
+        raise ValueError(
+            f"Effect {name!r}: needs two paired samples of equal size >= 2, got {len(a)} and "
+            f"{len(b)}."
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError(f"Effect {name!r}: samples contain NaN or inf; drop or explain them before measuring.")
+        raise ValueError(
+            f"Effect {name!r}: samples contain NaN or inf; drop or explain them before measuring."
+        )
     if scale == "ratio":
         if (a <= 0).any() or (b <= 0).any():
-            raise ValueError(f"Effect {name!r}: a ratio needs positive values; compare differences instead.")
+            raise ValueError(
+                f"Effect {name!r}: a ratio needs positive values; compare differences instead."
+            )
         d = np.log(a) - np.log(b)
     elif scale == "difference":
         d = a - b
@@ -202,8 +284,18 @@ def paired_comparison(
     low, mid, high = d.mean() - half, d.mean(), d.mean() + half
     if scale == "ratio":
         low, mid, high = np.exp(low), np.exp(mid), np.exp(high)
-    return Effect(name, float(mid), float(low), float(high), null=null, direction=direction, margin=margin,
-                  level=level, n=len(d), method=f"paired t ({'log ' if scale == 'ratio' else ''}{scale})")
+    return Effect(
+        name,
+        float(mid),
+        float(low),
+        float(high),
+        null=null,
+        direction=direction,
+        margin=margin,
+        level=level,
+        n=len(d),
+        method=f"paired t ({'log ' if scale == 'ratio' else ''}{scale})",
+    )
 
 
 def slope_comparison(
@@ -227,27 +319,101 @@ def slope_comparison(
     x = np.asarray(x, dtype=float).ravel()
     a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
     if a.shape != b.shape or a.shape[1] != len(x):
-        raise ValueError(f"Effect {name!r}: a and b must both be (n_units, {len(x)}) (one column per x); "
-                         f"got {a.shape} and {b.shape}.")
+        raise ValueError(
+            f"Effect {name!r}: a and b must both be (n_units, {len(x)}) (one column per x); "
+            f"got {a.shape} and {b.shape}."
+        )
     if len(np.unique(x)) < 2:
-        raise ValueError(f"Effect {name!r}: a slope needs at least two distinct x values, got {x.tolist()}.")
+        raise ValueError(
+            f"Effect {name!r}: a slope needs at least two distinct x values, got {x.tolist()}."
+        )
     centred = x - x.mean()
     slopes = [(v - v.mean(axis=1, keepdims=True)) @ centred / (centred @ centred) for v in (a, b)]
-    return paired_comparison(name, slopes[0], slopes[1], scale="difference", null=null, direction=direction,
-                             margin=margin, level=level)
+    return paired_comparison(
+        name,
+        slopes[0],
+        slopes[1],
+        scale="difference",
+        null=null,
+        direction=direction,
+        margin=margin,
+        level=level,
+    )
+
+
+def lambda_free_context(
+    robust: pd.DataFrame,
+    reference: pd.DataFrame,
+    label: str,
+    *,
+    eps: float = 0.1,
+    level: float = 0.95,
+) -> tuple[Effect, Effect]:
+    """The λ-free comparison of two models attacked on the same pairs, as two paired effects.
+
+    ``robust`` and ``reference`` are battery frames of one attack each (same protocol, so the same
+    pairs). Per pair: the envelope AUDDC and the minimal distortion that reaches within ``eps`` of
+    the target (:mod:`seatbelt.attacks.measures`), each compared on the pairs with a paired t
+    interval: the AUDDC as the mean difference robust - reference (the normalised distance can
+    pass below 0, so the area need not be positive), predicting > 0; the distortion as the
+    geometric mean of robust / reference, predicting > 1 (the robust model needs more). Unlike Δ/KL0
+    or any fixed-λ summary, neither moves when a model's posteriors only widen. A pair whose curve
+    is degenerate (NaN) is dropped; a minimal distortion that no λ reached counts at the largest
+    distortion tried, a lower bound, and the effect's name says how many were censored.
+    """
+    from .attacks.measures import auddc, minimal_distortion
+
+    def per_pair(frame: pd.DataFrame, measure) -> pd.DataFrame:
+        if frame[["attack", "layers"]].drop_duplicates().shape[0] != 1:
+            raise ValueError(
+                f"{label}: give one attack's rows per frame, got "
+                f"{frame[['attack', 'layers']].drop_duplicates().values.tolist()}."
+            )
+        return measure(frame).set_index("pair")
+
+    area = (
+        per_pair(robust, auddc)["auddc"]
+        .to_frame("a")
+        .join(per_pair(reference, auddc)["auddc"].rename("b"))
+    )
+    area = area.dropna()
+    reach = [per_pair(f, lambda g: minimal_distortion(g, eps)) for f in (robust, reference)]
+    dist = reach[0][["distortion"]].join(reach[1]["distortion"].rename("ref")).dropna()
+    censored = int((~reach[0]["reached"]).sum() + (~reach[1]["reached"]).sum())
+    return (
+        paired_comparison(
+            f"envelope AUDDC difference, {label}",
+            area["a"],
+            area["b"],
+            scale="difference",
+            null=0.0,
+            direction="greater",
+            level=level,
+        ),
+        paired_comparison(
+            f"minimal distortion ratio (eps {eps:g}, {censored} censored), {label}",
+            dist["distortion"],
+            dist["ref"],
+            scale="ratio",
+            null=1.0,
+            direction="greater",
+            level=level,
+        ),
+    )
 
 
 @dataclass(frozen=True)
 class ClaimCheck:
     """One chapter's verdict on one claim: ``effect`` decides; ``context`` shows beside it.
 
-    ``context`` holds measurements that qualify the verdict (e.g. a scale-free version of the
-    paper's raw metric) without changing it: the paper's metric decides, as the paper defines it.
-    ``requires`` holds premises the claim's reading depends on (a ratio of slopes says "declines
-    more slowly" only if the reference declines): the check is held only when they hold too.
-    ``chapter`` is the chapter's name (``intro`` for ``book/intro.ipynb``) and ``section`` the
-    anchor of the section that measured it (a MyST label ``(claim-c3)=`` above its heading gives
-    the anchor ``claim-c3``): the scorecard links the claim there.
+    ``context`` holds measurements that qualify the verdict (e.g. the λ-free measures of
+    :func:`lambda_free_context` beside the paper's raw metric) without changing it: the paper's
+    metric decides, as the paper defines it. ``requires`` holds premises the claim's reading depends
+    on (a ratio of slopes says "declines more slowly" only if the reference declines): the check is
+    held only when they hold too. ``chapter`` is the chapter's name (``intro`` for
+    ``book/intro.ipynb``) and ``section`` the anchor of the section that measured it (a MyST label
+    ``(claim-c3)=`` above its heading gives the anchor ``claim-c3``): the scorecard links the claim
+    there.
     """
 
     claim: str
@@ -267,7 +433,11 @@ class ClaimCheck:
     @property
     def status(self) -> Status:
         """Held when ``effect`` and every premise in ``requires`` are supported."""
-        return "held" if self.effect.supported and all(e.supported for e in self.requires) else "not held"
+        return (
+            "held"
+            if self.effect.supported and all(e.supported for e in self.requires)
+            else "not held"
+        )
 
     @property
     def link(self) -> str:
@@ -283,7 +453,10 @@ class ClaimCheck:
     @classmethod
     def from_dict(cls, d: dict) -> ClaimCheck:
         if d.get("schema") != SCHEMA:
-            raise ValueError(f"Claim check schema {d.get('schema')!r} is not {SCHEMA}; re-run the chapter that wrote it.")
+            raise ValueError(
+                f"Claim check schema {d.get('schema')!r} is not {SCHEMA}; re-run the chapter that "
+                "wrote it."
+            )
         d = dict(d)
         d["effect"] = Effect(**d["effect"])
         d["context"] = tuple(Effect(**e) for e in d.get("context", ()))
@@ -298,7 +471,8 @@ class ClaimCheck:
 
 
 def load_checks(results_dir: str | Path) -> dict[str, ClaimCheck]:
-    """Every claim check under ``results_dir/claims``, by claim id (an absent folder is no checks)."""
+    """Every claim check under ``results_dir/claims``, by claim id (an absent folder is no
+    checks)."""
     folder = Path(results_dir) / "claims"
     checks = {}
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -315,15 +489,19 @@ def scorecard(checks: dict[str, ClaimCheck]) -> pd.DataFrame:
     rows = []
     for claim in CLAIMS.values():
         check = checks.get(claim.id)
-        rows.append({
-            "claim": claim.id,
-            "statement": claim.statement,
-            "paper": claim.paper,
-            "measured": "; ".join(str(e) for e in (check.effect, *check.requires)) if check else "",
-            "also measured": "; ".join(str(e) for e in check.context) if check else "",
-            "status": check.status if check else "not run",
-            "chapter": check.chapter if check else "",
-            "profile": check.profile if check else "",
-            "link": check.link if check else "",
-        })
+        rows.append(
+            {
+                "claim": claim.id,
+                "statement": claim.statement,
+                "paper": claim.paper,
+                "measured": "; ".join(str(e) for e in (check.effect, *check.requires))
+                if check
+                else "",
+                "also measured": "; ".join(str(e) for e in check.context) if check else "",
+                "status": check.status if check else "not run",
+                "chapter": check.chapter if check else "",
+                "profile": check.profile if check else "",
+                "link": check.link if check else "",
+            }
+        )
     return pd.DataFrame(rows)

@@ -50,8 +50,11 @@ from .training import TrainConfig, Trained
 NETS = ("mlp", "conv")
 REPRESENTATIONS = ("recon", "latent")
 # The paper's three classifiers: name -> (net, representation).
-TASKS: dict[str, tuple[str, str]] = {"mlp_recon": ("mlp", "recon"), "conv_recon": ("conv", "recon"),
-                                     "mlp_latent": ("mlp", "latent")}
+TASKS: dict[str, tuple[str, str]] = {
+    "mlp_recon": ("mlp", "recon"),
+    "conv_recon": ("conv", "recon"),
+    "mlp_latent": ("mlp", "latent"),
+}
 TASK_LABELS = {"mlp_recon": "p_MLP(y|x)", "conv_recon": "p_Conv(y|x)", "mlp_latent": "p_MLP(y|z)"}
 SOURCES = cache.WEIGHT_SOURCES + ("classifiers",)
 _CHUNK = 512  # items per no-grad pass
@@ -78,11 +81,15 @@ class ClassifierConfig:
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must be positive sizes, got {self.input_shape}.")
         if self.net == "conv" and len(self.input_shape) != 3:
-            raise ValueError(f"a conv classifier takes (C, H, W) images, got input_shape {self.input_shape}; "
-                             "use net='mlp' for vectors such as latent codes.")
+            raise ValueError(
+                f"a conv classifier takes (C, H, W) images, got input_shape {self.input_shape}; "
+                "use net='mlp' for vectors such as latent codes."
+            )
         if self.net == "conv" and min(self.input_shape[1:]) < 2 ** len(self.channels):
-            raise ValueError(f"{len(self.channels)} stride-2 convolutions need images of side >= "
-                             f"{2 ** len(self.channels)}, got {self.input_shape}; give fewer channels.")
+            raise ValueError(
+                f"{len(self.channels)} stride-2 convolutions need images of side >= "
+                f"{2 ** len(self.channels)}, got {self.input_shape}; give fewer channels."
+            )
 
 
 class Classifier(nn.Module):
@@ -92,8 +99,12 @@ class Classifier(nn.Module):
         super().__init__()
         self.config = config
         if config.net == "mlp":
-            self.body = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(config.input_shape), config.hidden),
-                                      nn.ReLU(), nn.Linear(config.hidden, config.n_classes))
+            self.body = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(math.prod(config.input_shape), config.hidden),
+                nn.ReLU(),
+                nn.Linear(config.hidden, config.n_classes),
+            )
         else:
             layers: list[nn.Module] = []
             width = config.input_shape[0]
@@ -105,7 +116,10 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if tuple(x.shape[1:]) != self.config.input_shape:
-            raise ValueError(f"classifier for inputs {self.config.input_shape} got a batch of shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"classifier for inputs {self.config.input_shape} got a batch of shape "
+                f"{tuple(x.shape)}."
+            )
         return self.body(x)
 
 
@@ -117,8 +131,11 @@ class Fitted:
     cached: bool
 
 
-def train_step(net: Classifier, optimiser: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[float, float]:
-    """One Adam step on the cross-entropy of a batch; returns (loss, batch accuracy) before the step."""
+def train_step(
+    net: Classifier, optimiser: torch.optim.Optimizer, x: Tensor, y: Tensor
+) -> tuple[float, float]:
+    """One Adam step on the cross-entropy of a batch; returns (loss, batch accuracy) before the
+    step."""
     logits = net(x)
     loss = F.cross_entropy(logits, y)
     optimiser.zero_grad(set_to_none=True)
@@ -127,35 +144,61 @@ def train_step(net: Classifier, optimiser: torch.optim.Optimizer, x: Tensor, y: 
     return float(loss.detach()), float((logits.argmax(-1) == y).float().mean())
 
 
-def train(net: Classifier, x: Tensor, y: Tensor, config: TrainConfig, *, device=None,
-          show_progress: bool = True) -> pd.DataFrame:
+def train(
+    net: Classifier,
+    x: Tensor,
+    y: Tensor,
+    config: TrainConfig,
+    *,
+    device=None,
+    show_progress: bool = True,
+) -> pd.DataFrame:
     """Train ``net`` in place on features ``x`` and labels ``y`` (Adam, cosine decay as the VAEs);
     one row of batch means per epoch."""
     config.validate()
     if len(x) != len(y) or len(x) < config.batch_size:
-        raise ValueError(f"need as many labels as inputs ({len(x)} vs {len(y)}) and at least one batch of "
-                         f"{config.batch_size}.")
+        raise ValueError(
+            f"need as many labels as inputs ({len(x)} vs {len(y)}) and at least one batch of "
+            f"{config.batch_size}."
+        )
     if int(y.min()) < 0 or int(y.max()) >= net.config.n_classes:
-        raise ValueError(f"labels must be in 0..{net.config.n_classes - 1}, got [{int(y.min())}, {int(y.max())}].")
+        raise ValueError(
+            f"labels must be in 0..{net.config.n_classes - 1}, got [{int(y.min())}, "
+            f"{int(y.max())}]."
+        )
     device = resolve(device)
     generator = seed_everything(config.seed)
     net.to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     total = config.total_steps(len(x))
-    schedule = (lambda s: 0.5 * (1 + math.cos(math.pi * s / total))) if config.schedule == "cosine" else (lambda s: 1.0)
+    schedule = (
+        (lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+        if config.schedule == "cosine"
+        else (lambda s: 1.0)
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     out = progress.stream() if show_progress else None
-    bar = tqdm(total=total, disable=out is None, file=out, mininterval=1.0, unit="step",
-               desc=f"classifier {net.config.net} on {net.config.input_shape}")
+    bar = tqdm(
+        total=total,
+        disable=out is None,
+        file=out,
+        mininterval=1.0,
+        unit="step",
+        desc=f"classifier {net.config.net} on {net.config.input_shape}",
+    )
     rows, step, started = [], 0, time.perf_counter()
     while step < total:
         order = torch.randperm(len(x), generator=generator)
         losses, accuracies = [], []
-        for start in range(0, len(x) - config.batch_size + 1, config.batch_size):  # whole batches (BatchNorm)
+        for start in range(
+            0, len(x) - config.batch_size + 1, config.batch_size
+        ):  # whole batches (BatchNorm)
             batch = order[start : start + config.batch_size]
             loss, accuracy = train_step(net, optimiser, x[batch].to(device), y[batch].to(device))
             if not math.isfinite(loss):
-                raise FloatingPointError(f"non-finite classifier loss at step {step}; try a smaller lr than {config.lr}.")
+                raise FloatingPointError(
+                    f"non-finite classifier loss at step {step}; try a smaller lr than {config.lr}."
+                )
             scheduler.step()
             losses.append(loss)
             accuracies.append(accuracy)
@@ -163,52 +206,86 @@ def train(net: Classifier, x: Tensor, y: Tensor, config: TrainConfig, *, device=
             bar.update()
             if step == total:
                 break
-        rows.append({"epoch": len(rows), "step": step, "loss": float(np.mean(losses)),
-                     "train_accuracy": float(np.mean(accuracies)), "seconds": time.perf_counter() - started})
+        rows.append(
+            {
+                "epoch": len(rows),
+                "step": step,
+                "loss": float(np.mean(losses)),
+                "train_accuracy": float(np.mean(accuracies)),
+                "seconds": time.perf_counter() - started,
+            }
+        )
     bar.close()
     net.eval()
     return pd.DataFrame(rows)
 
 
-def cache_entry(config: ClassifierConfig, train_config: TrainConfig, source: dict[str, Any],
-                cache_dir: str | os.PathLike | None = None) -> tuple[Path, dict[str, Any]]:
+def cache_entry(
+    config: ClassifierConfig,
+    train_config: TrainConfig,
+    source: dict[str, Any],
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """Where :func:`fit` caches this classifier, and the meta its entry must match."""
-    meta = {"classifier_config": asdict(config), "train_config": asdict(train_config), "source": source,
-            "code": cache.code_digest(SOURCES)}
+    meta = {
+        "classifier_config": asdict(config),
+        "train_config": asdict(train_config),
+        "source": source,
+        "code": cache.code_digest(SOURCES),
+    }
     return cache.cache_root(cache_dir) / "classifiers" / cache.config_key(meta), meta
 
 
-def fit(config: ClassifierConfig, features: Callable[[], tuple[Tensor, Tensor]], train_config: TrainConfig, *,
-        source: dict[str, Any], cache_dir: str | os.PathLike | None = None, use_cache: bool = True, device=None,
-        progress: bool = True) -> Fitted:
-    """The classifier trained on ``features()`` (inputs, labels), or the one cached for the same ``source``.
+def fit(
+    config: ClassifierConfig,
+    features: Callable[[], tuple[Tensor, Tensor]],
+    train_config: TrainConfig,
+    *,
+    source: dict[str, Any],
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    device=None,
+    progress: bool = True,
+) -> Fitted:
+    """The classifier trained on ``features()`` (inputs, labels), or the one cached for the same
+    ``source``.
 
     ``source`` identifies the training features (e.g. the VAE's cache key, the representation and
     the images' identity); ``features`` is only called on a cache miss, so a hit costs no VAE pass.
+    The entry holds the state dict and the history, no pickle (:func:`seatbelt.cache.through`).
     """
-    path, meta = cache_entry(config, train_config, source, cache_dir)
-    if use_cache:
-        hit = cache.cached_object(path, meta)
-        if hit is not None:
-            net = Classifier(config)
-            net.load_state_dict(hit["state_dict"])
-            return Fitted(net.to(resolve(device)).eval(), pd.DataFrame(hit["history"]), path, cached=True)
-    x, y = features()
-    seed_everything(train_config.seed)  # the initial weights too
-    net = Classifier(config)
-    history = train(net, x, y, train_config, device=device, show_progress=progress)
+
+    def run() -> tuple[Classifier, pd.DataFrame]:
+        x, y = features()
+        seed_everything(train_config.seed)  # the initial weights too
+        net = Classifier(config)
+        return net, train(net, x, y, train_config, device=device, show_progress=progress)
+
     if not use_cache:
-        return Fitted(net, history, None, cached=False)
-    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-    cache.save_object(path, {"state_dict": state, "history": history.to_dict("list")}, meta)
-    return Fitted(net, history, path, cached=False)
+        return Fitted(*run(), None, cached=False)
+    path, meta = cache_entry(config, train_config, source, cache_dir)
+
+    def load(entry: Path) -> tuple[Classifier, pd.DataFrame]:
+        stored = cache.load_entry(entry, meta)  # the config is in meta, checked against ours
+        net = Classifier(config)
+        net.load_state_dict(stored.tensors)
+        return net, stored.frames["history"]
+
+    def write(directory: Path, result: tuple[Classifier, pd.DataFrame]) -> None:
+        net, history = result
+        cache.write_entry(directory, cache.Entry(net.state_dict(), {"history": history}), meta)
+
+    (net, history), hit = cache.through(path, load, run, write)
+    return Fitted(net.to(resolve(device)).eval(), history, path, cached=hit)
 
 
 @torch.no_grad()
 def represent(model, x: Tensor, representation: str, batch_size: int = _CHUNK) -> Tensor:
     """The VAE's ``representation`` of images ``x`` (module docstring), on the CPU, in eval mode."""
     if representation not in REPRESENTATIONS:
-        raise ValueError(f"representation must be one of {REPRESENTATIONS}, got {representation!r}.")
+        raise ValueError(
+            f"representation must be one of {REPRESENTATIONS}, got {representation!r}."
+        )
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -216,16 +293,30 @@ def represent(model, x: Tensor, representation: str, batch_size: int = _CHUNK) -
     try:
         for chunk in x.split(batch_size):
             means = model.encode(chunk.to(device), sample=False).z
-            out.append((model.decode(means) if representation == "recon" else torch.cat(means, dim=-1)).cpu())
+            out.append(
+                (
+                    model.decode(means) if representation == "recon" else torch.cat(means, dim=-1)
+                ).cpu()
+            )
     finally:
         model.train(was_training)
     return torch.cat(out)
 
 
-def fit_tasks(trained: Trained, data: Data, train_config: TrainConfig, tasks: tuple[str, ...] = tuple(TASKS), *,
-              hidden: int = 512, channels: tuple[int, ...] = (32, 64, 128), cache_dir=None, device=None,
-              progress: bool = True) -> dict[str, Fitted]:
-    """The paper's classifiers (``tasks``, names of :data:`TASKS`) on a trained VAE's outputs for ``data``.
+def fit_tasks(
+    trained: Trained,
+    data: Data,
+    train_config: TrainConfig,
+    tasks: tuple[str, ...] = tuple(TASKS),
+    *,
+    hidden: int = 512,
+    channels: tuple[int, ...] = (32, 64, 128),
+    cache_dir=None,
+    device=None,
+    progress: bool = True,
+) -> dict[str, Fitted]:
+    """The paper's classifiers (``tasks``, names of :data:`TASKS`) on a trained VAE's outputs for
+    ``data``.
 
     Each representation of the training images is computed at most once, and only when one of
     its classifiers is not cached. ``data`` needs labels.
@@ -236,7 +327,10 @@ def fit_tasks(trained: Trained, data: Data, train_config: TrainConfig, tasks: tu
     if data.labels is None:
         raise ValueError(f"{data.name} has no labels: classifiers need a labelled training set.")
     if trained.path is None:
-        raise ValueError("the VAE has no cache entry (trained with use_cache=False): its classifiers cannot be keyed.")
+        raise ValueError(
+            "the VAE has no cache entry (trained with use_cache=False): its classifiers cannot be "
+            "keyed."
+        )
     n_classes = int(data.labels.max()) + 1
     shapes = {"recon": tuple(data.item_shape), "latent": (sum(trained.model.latent_sizes),)}
     computed: dict[str, Tensor] = {}
@@ -244,7 +338,9 @@ def fit_tasks(trained: Trained, data: Data, train_config: TrainConfig, tasks: tu
     def features(representation: str) -> Callable[[], tuple[Tensor, Tensor]]:
         def compute() -> tuple[Tensor, Tensor]:
             if representation not in computed:
-                computed[representation] = represent(trained.model, data.get(slice(None)), representation)
+                computed[representation] = represent(
+                    trained.model, data.get(slice(None)), representation
+                )
             return computed[representation], data.labels
 
         return compute
@@ -252,10 +348,23 @@ def fit_tasks(trained: Trained, data: Data, train_config: TrainConfig, tasks: tu
     fitted = {}
     for task in tasks:
         net, representation = TASKS[task]
-        config = ClassifierConfig(net, shapes[representation], n_classes, hidden=hidden, channels=channels)
-        source = {"model": trained.path.name, "representation": representation, "data": cache.data_identity(data)}
-        fitted[task] = fit(config, features(representation), train_config, source=source, cache_dir=cache_dir,
-                           device=device, progress=progress)
+        config = ClassifierConfig(
+            net, shapes[representation], n_classes, hidden=hidden, channels=channels
+        )
+        source = {
+            "model": trained.path.name,
+            "representation": representation,
+            "data": cache.data_identity(data),
+        }
+        fitted[task] = fit(
+            config,
+            features(representation),
+            train_config,
+            source=source,
+            cache_dir=cache_dir,
+            device=device,
+            progress=progress,
+        )
     return fitted
 
 
@@ -272,12 +381,15 @@ def proportion(successes: int, n: int, level: float = 0.95) -> tuple[float, floa
     and keeps its level near 0 and 1, where the normal approximation does not)."""
     if n < 1 or not 0 <= successes <= n:
         raise ValueError(f"need 0 <= successes <= n and n >= 1, got {successes} of {n}.")
-    interval = stats.binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    interval = stats.binomtest(int(successes), int(n)).proportion_ci(
+        confidence_level=level, method="wilson"
+    )
     return successes / n, float(interval.low), float(interval.high)
 
 
-
-def evaluate_attacks(model, battery: AttackResults, labels: Tensor, fitted: dict[str, Fitted]) -> pd.DataFrame:
+def evaluate_attacks(
+    model, battery: AttackResults, labels: Tensor, fitted: dict[str, Fitted]
+) -> pd.DataFrame:
     """Each classifier on the clean and the attacked outputs of every attack of ``battery``.
 
     ``labels``: the class of every item of the attacked dataset (the battery's ``source`` and
@@ -289,24 +401,41 @@ def evaluate_attacks(model, battery: AttackResults, labels: Tensor, fitted: dict
     """
     frame = battery.frame
     if len(battery.adversarial) != len(frame):
-        raise ValueError("the battery kept no images; run it with keep_images=True to classify its outputs.")
+        raise ValueError(
+            "the battery kept no images; run it with keep_images=True to classify its outputs."
+        )
     if frame["source"].isna().any():
-        raise ValueError("the battery's pairs were given as tensors: without dataset indices there are no labels.")
+        raise ValueError(
+            "the battery's pairs were given as tensors: without dataset indices there are no "
+            "labels."
+        )
     pair = torch.as_tensor(frame["pair"].to_numpy(dtype=np.int64, copy=True))
     source_label = labels[torch.as_tensor(frame["source"].to_numpy(dtype=np.int64))]
     target_label = labels[torch.as_tensor(frame["target"].to_numpy(dtype=np.int64))]
     inputs = {
         "recon": (battery.source_recons[pair], battery.adversarial_recons),
-        "latent": (represent(model, battery.sources, "latent")[pair], represent(model, battery.adversarial, "latent")),
+        "latent": (
+            represent(model, battery.sources, "latent")[pair],
+            represent(model, battery.adversarial, "latent"),
+        ),
     }
     parts = []
     for task, classifier in fitted.items():
         clean, attacked = (predict(classifier.net, x) for x in inputs[TASKS[task][1]])
-        parts.append(pd.DataFrame({
-            "task": task, "row": frame.index, "pair": frame["pair"].to_numpy(), "lambda": frame["lambda"].to_numpy(),
-            "source_label": source_label.numpy(), "target_label": target_label.numpy(),
-            "clean": clean.numpy(), "attacked": attacked.numpy(),
-        }))
+        parts.append(
+            pd.DataFrame(
+                {
+                    "task": task,
+                    "row": frame.index,
+                    "pair": frame["pair"].to_numpy(),
+                    "lambda": frame["lambda"].to_numpy(),
+                    "source_label": source_label.numpy(),
+                    "target_label": target_label.numpy(),
+                    "clean": clean.numpy(),
+                    "attacked": attacked.numpy(),
+                }
+            )
+        )
     out = pd.concat(parts, ignore_index=True)
     out["clean_correct"] = out["clean"] == out["source_label"]
     out["attacked_correct"] = out["attacked"] == out["source_label"]
@@ -321,17 +450,31 @@ def summarise(evaluated: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     rows = []
     for (model, task), g in evaluated.groupby(["model", "task"], sort=False):
         row: dict[str, Any] = {"model": model, "task": task, "images": len(g)}
-        for key, column in (("clean", "clean_correct"), ("attacked", "attacked_correct"),
-                            ("success", "attacker_success")):
-            row[key], row[f"{key}_low"], row[f"{key}_high"] = proportion(int(g[column].sum()), len(g), level)
-        drop = claims.paired_comparison("drop", g["attacked_correct"].astype(float), g["clean_correct"].astype(float),
-                                        scale="difference", null=0.0, direction="less", level=level)
+        for key, column in (
+            ("clean", "clean_correct"),
+            ("attacked", "attacked_correct"),
+            ("success", "attacker_success"),
+        ):
+            row[key], row[f"{key}_low"], row[f"{key}_high"] = proportion(
+                int(g[column].sum()), len(g), level
+            )
+        drop = claims.paired_comparison(
+            "drop",
+            g["attacked_correct"].astype(float),
+            g["clean_correct"].astype(float),
+            scale="difference",
+            null=0.0,
+            direction="less",
+            level=level,
+        )
         row.update(drop=drop.estimate, drop_low=drop.low, drop_high=drop.high)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def ranking(evaluated: pd.DataFrame, order: tuple[str, ...], level: float = 0.95) -> list[claims.Effect]:
+def ranking(
+    evaluated: pd.DataFrame, order: tuple[str, ...], level: float = 0.95
+) -> list[claims.Effect]:
     """For each task, the paired differences of accuracy under attack between consecutive models of
     ``order`` (the later minus the earlier: positive when the ranking holds), over the same attacked
     images (the battery rows), each with a Student-t interval."""
@@ -340,11 +483,20 @@ def ranking(evaluated: pd.DataFrame, order: tuple[str, ...], level: float = 0.95
         wide = g.pivot(index="row", columns="model", values="attacked_correct")
         missing = [m for m in order if m not in wide.columns]
         if missing or wide.isna().any().any():
-            raise ValueError(f"task {task}: every model of {order} needs the same attacked rows; "
-                             f"missing models {missing} or rows.")
+            raise ValueError(
+                f"task {task}: every model of {order} needs the same attacked rows; "
+                f"missing models {missing} or rows."
+            )
         for worse, better in zip(order, order[1:]):
-            effects.append(claims.paired_comparison(
-                f"accuracy under attack, {TASK_LABELS.get(task, task)}: {better} - {worse}",
-                wide[better].astype(float), wide[worse].astype(float), scale="difference", null=0.0,
-                direction="greater", level=level))
+            effects.append(
+                claims.paired_comparison(
+                    f"accuracy under attack, {TASK_LABELS.get(task, task)}: {better} - {worse}",
+                    wide[better].astype(float),
+                    wide[worse].astype(float),
+                    scale="difference",
+                    null=0.0,
+                    direction="greater",
+                    level=level,
+                )
+            )
     return effects

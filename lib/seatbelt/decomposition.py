@@ -1,13 +1,14 @@
 """Theorem 1 in numbers: the hierarchical ELBO split into its terms, and the Eq 43 TC estimator.
 
-Theorem 1 (Appendix B, Eq 16), over a finite dataset x_1..x_N with empirical q(x) = (1/N) sum_n delta_{x_n}
-and the chain q(z_1 | x) prod_{i<L} q(z_{i+1} | z_i, x) of Eq 4, reads, per data point averaged:
+Theorem 1 (Appendix B, Eq 16), over a finite dataset x_1..x_N with empirical q(x) = (1/N) sum_n
+delta_{x_n} and the chain q(z_1 | x) prod_{i<L} q(z_{i+1} | z_i, x) of Eq 4, reads, per data point
+averaged:
 
-    ELBO = E[log p(x | z)]                                       log_likelihood   (+)
-         - sum_{i<L} E[log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1})]   kl_1 .. kl_{L-1} (-)
-         - E[log q(z_L | z_{L-1}, x) - log q(z_L)]                mi: index-code MI I(x, z_{L-1}; z_L)  (-)
-         - E[log q(z_L) - log prod_j q(z_Lj)]                     tc: KL(q(z_L) || prod_j q(z_Lj))       (-)
-         - E[log prod_j q(z_Lj) - log p(z_L)]                     dwkl: sum_j KL(q(z_Lj) || p(z_Lj))    (-)
+    ELBO = E[log p(x | z)]                              log_likelihood                        (+)
+         - sum_{i<L} E[log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1})]   kl_1 .. kl_{L-1}     (-)
+         - E[log q(z_L | z_{L-1}, x) - log q(z_L)]      mi: index-code MI I(x, z_{L-1}; z_L)  (-)
+         - E[log q(z_L) - log prod_j q(z_Lj)]           tc: KL(q(z_L) || prod_j q(z_Lj))      (-)
+         - E[log prod_j q(z_Lj) - log p(z_L)]           dwkl: sum_j KL(q(z_Lj) || p(z_Lj))    (-)
 
 with every expectation under q(x) and the chain. The ELBO is the model's, (1/N) sum_n ELBO(x_n)
 (:meth:`VAE.elbo`). The paper's L(theta, phi; D) (Eqs 17-19) adds the constant H(q(x)) = log N to
@@ -87,8 +88,8 @@ def _model_device(model: VAE) -> torch.device:
 def _check_data(model: VAE, x: Tensor) -> None:
     if x.ndim < 2 or tuple(x.shape[1:]) != model.config.data_shape or x.shape[0] < 1:
         raise ValueError(
-            f"x must be a dataset of items of shape {model.config.data_shape}, (N, ...) with N >= 1; "
-            f"got shape {tuple(x.shape)}."
+            f"x must be a dataset of items of shape {model.config.data_shape}, (N, ...) with N >= "
+            f"1; got shape {tuple(x.shape)}."
         )
 
 
@@ -100,7 +101,8 @@ def _chains(model: VAE, x: Tensor, per_point: int, generator: torch.Generator):
 
 @dataclass(frozen=True)
 class AggregatePosterior:
-    """q(z_L) as a uniform mixture of diagonal Gaussian components (``mu``, ``logvar``: (P, D), float64).
+    """q(z_L) as a uniform mixture of diagonal Gaussian components (``mu``, ``logvar``: (P, D),
+    float64).
 
     ``exact`` is True when the components are the N posteriors of a one-layer model (the mixture
     is then q(z) itself); otherwise they are a pool of ancestral samples (module docstring).
@@ -127,8 +129,11 @@ class AggregatePosterior:
         return torch.cat(joint), torch.cat(marginals)
 
 
-def aggregate_posterior(model: VAE, x: Tensor, pool_size: int = 128, seed: int = 0) -> AggregatePosterior:
-    """The top layer's aggregate posterior over the dataset ``x``: exact for L = 1, a pool for L > 1.
+def aggregate_posterior(
+    model: VAE, x: Tensor, pool_size: int = 128, seed: int = 0
+) -> AggregatePosterior:
+    """The top layer's aggregate posterior over the dataset ``x``: exact for L = 1, a pool for L >
+    1.
 
     ``pool_size`` is K, the ancestral chains per data point (ignored for L = 1).
     """
@@ -141,7 +146,9 @@ def aggregate_posterior(model: VAE, x: Tensor, pool_size: int = 128, seed: int =
         return _aggregate(model, x.to(device), pool_size, generator)
 
 
-def _aggregate(model: VAE, x: Tensor, pool_size: int, generator: torch.Generator) -> AggregatePosterior:
+def _aggregate(
+    model: VAE, x: Tensor, pool_size: int, generator: torch.Generator
+) -> AggregatePosterior:
     exact = model.n_layers == 1
     # for L = 1 the top posterior does not depend on the sample, so one chain per point is exact
     _, enc = _chains(model, x, 1 if exact else pool_size, generator)
@@ -157,18 +164,29 @@ def _labels(model: VAE) -> dict[str, str]:
     top = f"z_{model.n_layers}"
     # for L > 1 the term is the MI between z_L and what it is conditioned on, (x, z_{L-1})
     given = "x" if model.n_layers == 1 else f"x, z_{model.n_layers - 1}"
-    labels = {"log_likelihood": "E[log p(x|z)]", "mi": f"I({given}; {top})", "tc": f"TC({top})",
-              "dwkl": f"sum_j KL(q({top},j) || p({top},j))"}
+    labels = {
+        "log_likelihood": "E[log p(x|z)]",
+        "mi": f"I({given}; {top})",
+        "tc": f"TC({top})",
+        "dwkl": f"sum_j KL(q({top},j) || p({top},j))",
+    }
     for i in range(model.n_layers - 1):
         labels[f"kl_{i + 1}"] = f"E[log q(z_{i + 1}|.) - log p(z_{i + 1}|z_{i + 2})]"
     return labels
 
 
-def _top_terms(top: DiagGaussian, z: Tensor, log_qz: Tensor, log_prod_qzj: Tensor) -> dict[str, Tensor]:
-    """Per-sample MI, TC and dwkl for samples ``z`` of the top posteriors ``top``, given log q estimates."""
+def _top_terms(
+    top: DiagGaussian, z: Tensor, log_qz: Tensor, log_prod_qzj: Tensor
+) -> dict[str, Tensor]:
+    """Per-sample MI, TC and dwkl for samples ``z`` of the top posteriors ``top``, given log q
+    estimates."""
     z = z.double()
     log_q_zx = log_density(z, top.mu.double(), top.logvar.double()).sum(-1)
-    return {"mi": log_q_zx - log_qz, "tc": log_qz - log_prod_qzj, "dwkl": log_prod_qzj - standard_log_density(z)}
+    return {
+        "mi": log_q_zx - log_qz,
+        "tc": log_qz - log_prod_qzj,
+        "dwkl": log_prod_qzj - standard_log_density(z),
+    }
 
 
 def _term_values(model: VAE, name: str, x_rep: Tensor, enc, mixture: AggregatePosterior) -> Tensor:
@@ -236,33 +254,66 @@ class Decomposition:
         return float(row.iloc[0])
 
     def check(self, z: float = 3.0) -> bool:
-        """Whether 0 lies within gap +- z standard errors (the sum of terms agrees with the ELBO)."""
+        """Whether 0 lies within gap +- z standard errors (the sum of terms agrees with the
+        ELBO)."""
         return abs(self.gap) <= z * self.gap_se
 
     def effect(self, margin: float, level: float = 0.95) -> Effect:
-        """The gap as a claim-C12 effect: a normal interval at ``level``, to lie within 0 +- ``margin``.
+        """The gap as a claim-C12 effect: a normal interval at ``level``, to lie within 0 +-
+        ``margin``.
 
         Choose ``margin`` below the smallest term that should be detectable, so that dropping it
         would fail the check.
         """
         half = stats.norm.ppf(0.5 + level / 2) * self.gap_se
-        return Effect("ELBO - sum of Theorem 1 terms", self.gap, self.gap - half, self.gap + half,
-                      null=0.0, direction="within", margin=margin, level=level,
-                      n=self.samples * self.n_data, method="normal (Monte Carlo standard error)")
+        return Effect(
+            "ELBO - sum of Theorem 1 terms",
+            self.gap,
+            self.gap - half,
+            self.gap + half,
+            null=0.0,
+            direction="within",
+            margin=margin,
+            level=level,
+            n=self.samples * self.n_data,
+            method="normal (Monte Carlo standard error)",
+        )
 
     def summary(self) -> pd.DataFrame:
         """The terms with the ELBO, the sum of terms and the gap appended as rows, for display."""
         total = float((self.terms["coefficient"] * self.terms["estimate"]).sum())
         total_se = math.sqrt(float((self.terms["se"] ** 2).sum()))
-        extra = pd.DataFrame([
-            {"term": "sum", "label": "sum of terms", "coefficient": 1, "estimate": total, "se": total_se},
-            {"term": "elbo", "label": "ELBO (model.elbo)", "coefficient": 1, "estimate": self.elbo, "se": self.elbo_se},
-            {"term": "gap", "label": "ELBO - sum of terms", "coefficient": 1, "estimate": self.gap, "se": self.gap_se},
-        ])
+        extra = pd.DataFrame(
+            [
+                {
+                    "term": "sum",
+                    "label": "sum of terms",
+                    "coefficient": 1,
+                    "estimate": total,
+                    "se": total_se,
+                },
+                {
+                    "term": "elbo",
+                    "label": "ELBO (model.elbo)",
+                    "coefficient": 1,
+                    "estimate": self.elbo,
+                    "se": self.elbo_se,
+                },
+                {
+                    "term": "gap",
+                    "label": "ELBO - sum of terms",
+                    "coefficient": 1,
+                    "estimate": self.gap,
+                    "se": self.gap_se,
+                },
+            ]
+        )
         return pd.concat([self.terms, extra], ignore_index=True)
 
 
-def decompose_elbo(model: VAE, x: Tensor, samples: int = 64, pool_size: int = 128, seed: int = 0) -> Decomposition:
+def decompose_elbo(
+    model: VAE, x: Tensor, samples: int = 64, pool_size: int = 128, seed: int = 0
+) -> Decomposition:
     """Estimate the dataset-level ELBO and every term of Theorem 1 on the dataset ``x`` (N, ...).
 
     The ELBO (from :meth:`VAE.elbo`) and each term use their own ``samples`` (S >= 2) independent
@@ -271,7 +322,10 @@ def decompose_elbo(model: VAE, x: Tensor, samples: int = 64, pool_size: int = 12
     """
     _check_data(model, x)
     if samples < 2:
-        raise ValueError(f"samples must be >= 2 chains per data point to estimate a standard error, got {samples}.")
+        raise ValueError(
+            "samples must be >= 2 chains per data point to estimate a standard error, got "
+            f"{samples}."
+        )
     if pool_size < 1:
         raise ValueError(f"pool_size must be >= 1 chains per data point, got {pool_size}.")
     device = _model_device(model)
@@ -283,18 +337,34 @@ def decompose_elbo(model: VAE, x: Tensor, samples: int = 64, pool_size: int = 12
     with _evaluating(model):
         mixture = _aggregate(model, x, pool_size, generator)
         x_rep = x.repeat_interleave(samples, dim=0)
-        elbo, elbo_se = _stratified(model.elbo(x_rep, sample=True, generator=generator).double(), n, samples)
+        elbo, elbo_se = _stratified(
+            model.elbo(x_rep, sample=True, generator=generator).double(), n, samples
+        )
         for name in _term_names(model):
             x_rep, enc = _chains(model, x, samples, generator)
             estimate, se = _stratified(_term_values(model, name, x_rep, enc, mixture), n, samples)
             coefficient = 1 if name == "log_likelihood" else -1
-            rows.append({"term": name, "label": labels[name], "coefficient": coefficient,
-                         "estimate": estimate, "se": se})
-    return Decomposition(pd.DataFrame(rows), elbo, elbo_se, samples, 0 if mixture.exact else pool_size, n, mixture)
+            rows.append(
+                {
+                    "term": name,
+                    "label": labels[name],
+                    "coefficient": coefficient,
+                    "estimate": estimate,
+                    "se": se,
+                }
+            )
+    return Decomposition(
+        pd.DataFrame(rows), elbo, elbo_se, samples, 0 if mixture.exact else pool_size, n, mixture
+    )
 
 
-def gap_vs_samples(model: VAE, x: Tensor, samples: Sequence[int] = (4, 16, 64, 256),
-                   seeds: Iterable[int] = range(5), pool_size: int = 128) -> pd.DataFrame:
+def gap_vs_samples(
+    model: VAE,
+    x: Tensor,
+    samples: Sequence[int] = (4, 16, 64, 256),
+    seeds: Iterable[int] = range(5),
+    pool_size: int = 128,
+) -> pd.DataFrame:
     """The Theorem 1 gap against S, one row per (samples, seed), for a log-log plot of |gap| vs S.
 
     Columns: ``samples``, ``seed``, ``elbo``, ``sum_of_terms``, ``gap``, ``abs_gap``, ``gap_se``,
@@ -305,8 +375,18 @@ def gap_vs_samples(model: VAE, x: Tensor, samples: Sequence[int] = (4, 16, 64, 2
     for s in samples:
         for seed in seeds:
             d = decompose_elbo(model, x, samples=int(s), pool_size=pool_size, seed=int(seed))
-            rows.append({"samples": int(s), "seed": int(seed), "elbo": d.elbo, "sum_of_terms": d.elbo - d.gap,
-                         "gap": d.gap, "abs_gap": abs(d.gap), "gap_se": d.gap_se, "within_3se": d.check(3.0)})
+            rows.append(
+                {
+                    "samples": int(s),
+                    "seed": int(seed),
+                    "elbo": d.elbo,
+                    "sum_of_terms": d.elbo - d.gap,
+                    "gap": d.gap,
+                    "abs_gap": abs(d.gap),
+                    "gap_se": d.gap_se,
+                    "within_3se": d.check(3.0),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -320,7 +400,8 @@ def tc_estimator_study(
     pool_size: int = 128,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Bias and spread of the minibatch (Eq 43) estimates of the top layer's MI, TC and dwkl vs batch size.
+    """Bias and spread of the minibatch (Eq 43) estimates of the top layer's MI, TC and dwkl vs
+    batch size.
 
     For each batch size B in ``batch_sizes`` (2 <= B <= N; B is the whole batch, so MSS's M is
     B - 1), draws ``n_batches`` minibatches of distinct points of ``x``, one ancestral chain per
@@ -340,7 +421,9 @@ def tc_estimator_study(
     batch_sizes = [int(b) for b in batch_sizes]
     bad = [b for b in batch_sizes if not 2 <= b <= n]
     if bad:
-        raise ValueError(f"batch sizes must lie in 2..N = {n} (distinct points of the dataset), got {bad}.")
+        raise ValueError(
+            f"batch sizes must lie in 2..N = {n} (distinct points of the dataset), got {bad}."
+        )
     if n_batches < 2:
         raise ValueError(f"n_batches must be >= 2 to estimate a spread, got {n_batches}.")
     unknown = set(estimators) - set(tc.ESTIMATORS)
@@ -349,7 +432,10 @@ def tc_estimator_study(
     if reference is None:
         reference = decompose_elbo(model, x, samples=64, pool_size=pool_size, seed=seed)
     elif reference.n_data != n:
-        raise ValueError(f"reference was computed on {reference.n_data} points, x has {n}: pass the same dataset.")
+        raise ValueError(
+            f"reference was computed on {reference.n_data} points, x has {n}: pass the same "
+            "dataset."
+        )
     device = _model_device(model)
     x = x.to(device)
     index_generator = torch.Generator().manual_seed(seed)
@@ -359,7 +445,9 @@ def tc_estimator_study(
     rows = []
     with _evaluating(model):
         for b in batch_sizes:
-            idx = torch.stack([torch.randperm(n, generator=index_generator)[:b] for _ in range(n_batches)])
+            idx = torch.stack(
+                [torch.randperm(n, generator=index_generator)[:b] for _ in range(n_batches)]
+            )
             enc = model.encode(x[idx.flatten().to(device)], sample=True, generator=generator)
             top, z = enc.posteriors[-1], enc.z[-1]
             plugin = _top_terms(top, z, *mixture.log_prob(z))
@@ -368,19 +456,33 @@ def tc_estimator_study(
                 per_batch = {k: [] for k in TOP_TERMS}
                 for j in range(n_batches):
                     rows_j = slice(j * b, (j + 1) * b)
-                    mu, logvar, zj = top.mu[rows_j].double(), top.logvar[rows_j].double(), z[rows_j].double()
-                    values = _top_terms(DiagGaussian(mu, logvar), zj, *tc.log_qz(zj, mu, logvar, n, estimator))
+                    mu, logvar, zj = (
+                        top.mu[rows_j].double(),
+                        top.logvar[rows_j].double(),
+                        z[rows_j].double(),
+                    )
+                    values = _top_terms(
+                        DiagGaussian(mu, logvar), zj, *tc.log_qz(zj, mu, logvar, n, estimator)
+                    )
                     for k, v in values.items():
                         per_batch[k].append(v.mean())
                 for k in TOP_TERMS:
                     est = torch.stack(per_batch[k])
                     diff = est - plugin[k]
                     ref, ref_se = float(ref_table.loc[k, "estimate"]), float(ref_table.loc[k, "se"])
-                    rows.append({
-                        "estimator": estimator, "batch_size": b, "term": k,
-                        "mean": float(est.mean()), "std": float(est.std()),
-                        "reference": ref, "reference_se": ref_se, "bias": float(est.mean()) - ref,
-                        "bias_se": math.sqrt(float(est.var()) / n_batches + ref_se**2),
-                        "bias_paired": float(diff.mean()), "bias_paired_se": float(diff.std()) / math.sqrt(n_batches),
-                    })
+                    rows.append(
+                        {
+                            "estimator": estimator,
+                            "batch_size": b,
+                            "term": k,
+                            "mean": float(est.mean()),
+                            "std": float(est.std()),
+                            "reference": ref,
+                            "reference_se": ref_se,
+                            "bias": float(est.mean()) - ref,
+                            "bias_se": math.sqrt(float(est.var()) / n_batches + ref_se**2),
+                            "bias_paired": float(diff.mean()),
+                            "bias_paired_se": float(diff.std()) / math.sqrt(n_batches),
+                        }
+                    )
     return pd.DataFrame(rows)

@@ -50,7 +50,9 @@ class NoiseProtocol:
     def __post_init__(self):
         object.__setattr__(self, "scales", tuple(float(a) for a in self.scales))
         if not self.scales:
-            raise ValueError("NoiseProtocol needs at least one noise scale, e.g. scales=(0.0, 0.1, 0.5, 1.0).")
+            raise ValueError(
+                "NoiseProtocol needs at least one noise scale, e.g. scales=(0.0, 0.1, 0.5, 1.0)."
+            )
         if not all(np.isfinite(a) and a >= 0 for a in self.scales):
             raise ValueError(f"noise scales must be finite and >= 0, got {self.scales}.")
         if len(set(self.scales)) != len(self.scales):
@@ -61,7 +63,9 @@ class NoiseProtocol:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}.")
 
 
-def noisy_log_likelihood(model, data: Data | Tensor, protocol: NoiseProtocol = NoiseProtocol()) -> pd.DataFrame:
+def noisy_log_likelihood(
+    model, data: Data | Tensor, protocol: NoiseProtocol = NoiseProtocol()
+) -> pd.DataFrame:
     """L_a(x) of (F.2) for every image and scale: a tidy frame with columns image, scale, log_lik.
 
     model: a :class:`seatbelt.models.VAE` (or anything with ``encode(x, sample, generator).z``
@@ -73,7 +77,10 @@ def noisy_log_likelihood(model, data: Data | Tensor, protocol: NoiseProtocol = N
     n = len(data)
     n_images = n if protocol.n_images is None else protocol.n_images
     if n_images > n:
-        raise ValueError(f"NoiseProtocol.n_images={n_images} exceeds the {n} images given; lower it or pass None.")
+        raise ValueError(
+            f"NoiseProtocol.n_images={n_images} exceeds the {n} images given; lower it or pass "
+            "None."
+        )
     device = next(model.parameters()).device
     noise_gen = torch.Generator().manual_seed(protocol.seed)
     z_gen = torch.Generator(device=device).manual_seed(protocol.seed + 1)
@@ -82,17 +89,23 @@ def noisy_log_likelihood(model, data: Data | Tensor, protocol: NoiseProtocol = N
         for start in range(0, n_images, protocol.batch_size):
             rows = slice(start, min(start + protocol.batch_size, n_images))
             x = data.get(rows, device) if isinstance(data, Data) else data[rows].to(device)
-            eps = torch.randn(x.shape, generator=noise_gen, dtype=x.dtype).to(device)  # on the CPU: device-free
+            eps = torch.randn(x.shape, generator=noise_gen, dtype=x.dtype).to(
+                device
+            )  # on the CPU: device-free
             for i, a in enumerate(protocol.scales):
                 zs = model.encode(x + a * eps, sample=True, generator=z_gen).z  # (F.1)
                 values[i, rows] = model.log_likelihood(x, zs).double().cpu().numpy()  # (F.2)
     if not np.isfinite(values).all():
-        raise FloatingPointError("log p(x | z) is not finite for some image: check the model's outputs for NaN.")
-    return pd.DataFrame({
-        "image": np.tile(np.arange(n_images), len(protocol.scales)),
-        "scale": np.repeat(protocol.scales, n_images),
-        "log_lik": values.ravel(),
-    })
+        raise FloatingPointError(
+            "log p(x | z) is not finite for some image: check the model's outputs for NaN."
+        )
+    return pd.DataFrame(
+        {
+            "image": np.tile(np.arange(n_images), len(protocol.scales)),
+            "scale": np.repeat(protocol.scales, n_images),
+            "log_lik": values.ravel(),
+        }
+    )
 
 
 @contextlib.contextmanager

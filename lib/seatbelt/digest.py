@@ -25,8 +25,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:]
     return tree
 
@@ -38,7 +42,8 @@ def normalised_source(text: str, filename: str = "<source>") -> str:
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:
-    """``data/dsprites.py`` -> ``data.dsprites``; ``data/__init__.py`` -> ``data`` (relative to the package)."""
+    """``data/dsprites.py`` -> ``data.dsprites``; ``data/__init__.py`` -> ``data`` (relative to the
+    package)."""
     parts = list(path.relative_to(package).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts = parts[:-1]
@@ -46,7 +51,8 @@ def module_name(path: Path, package: Path = PACKAGE) -> str:
 
 
 def modules(names: Iterable[str], package: Path = PACKAGE) -> dict[str, Path]:
-    """The modules that ``names`` denote: a module (``models``) or a subpackage with all of its modules (``data``).
+    """The modules that ``names`` denote: a module (``models``) or a subpackage with all of its
+    modules (``data``).
 
     Raises FileNotFoundError for a name the package lacks, so a stale list of sources fails loudly
     instead of silently dropping code from a key.
@@ -59,8 +65,10 @@ def modules(names: Iterable[str], package: Path = PACKAGE) -> dict[str, Path]:
         elif base.with_suffix(".py").exists():
             files = [base.with_suffix(".py")]
         else:
-            raise FileNotFoundError(f"code digest: the package {package} has no module {name!r}; "
-                                    f"fix the list of sources that names it.")
+            raise FileNotFoundError(
+                f"code digest: the package {package} has no module {name!r}; "
+                f"fix the list of sources that names it."
+            )
         found.update({module_name(f, package): f for f in files})
     return found
 
@@ -69,13 +77,19 @@ def all_modules(package: Path = PACKAGE, exclude: Iterable[str] = ()) -> dict[st
     """Every module of the package except those under the names in ``exclude``."""
     excluded = tuple(exclude)
     found = {module_name(f, package): f for f in sorted(package.rglob("*.py"))}
-    return {m: f for m, f in found.items()
-            if not any(m == x or m.startswith(x + ".") for x in excluded)}
+    return {
+        m: f for m, f in found.items() if not any(m == x or m.startswith(x + ".") for x in excluded)
+    }
 
 
 def digest(found: dict[str, Path]) -> str:
     """A hash of the normalised source of each module, keyed by module name."""
     h = hashlib.sha256()
     for name in sorted(found):
-        h.update(name.encode() + b"\0" + normalised_source(found[name].read_text(), str(found[name])).encode() + b"\0")
+        h.update(
+            name.encode()
+            + b"\0"
+            + normalised_source(found[name].read_text(), str(found[name])).encode()
+            + b"\0"
+        )
     return h.hexdigest()[:20]

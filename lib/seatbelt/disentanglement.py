@@ -24,16 +24,21 @@ from .data.base import Data
 from .metrics import mig_table
 
 
-def posterior_codes(model, data: Data, *, n_images: int | None = None, layer: int = 0,
-                    batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mu, logvar), each (N, D_layer), of q(z_layer | x) for the first ``n_images`` items of ``data``.
+def posterior_codes(
+    model, data: Data, *, n_images: int | None = None, layer: int = 0, batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mu, logvar), each (N, D_layer), of q(z_layer | x) for the first ``n_images`` items of
+    ``data``.
 
     The model runs in eval mode without gradients (its mode is restored); the codes stay on its
     device, where :func:`seatbelt.metrics.mig_table` then runs.
     """
     n = len(data) if n_images is None else n_images
     if not 1 <= n <= len(data):
-        raise ValueError(f"n_images={n_images}: choose 1..{len(data)} (the items of {data.name}) or None for all.")
+        raise ValueError(
+            f"n_images={n_images}: choose 1..{len(data)} (the items of {data.name}) or None for "
+            "all."
+        )
     device = next(model.parameters()).device
     mus, logvars = [], []
     was_training = model.training
@@ -41,7 +46,9 @@ def posterior_codes(model, data: Data, *, n_images: int | None = None, layer: in
     try:
         with torch.no_grad():
             for start in range(0, n, batch_size):
-                q = model.encode(data.get(slice(start, min(start + batch_size, n)), device)).posteriors[layer]
+                q = model.encode(
+                    data.get(slice(start, min(start + batch_size, n)), device)
+                ).posteriors[layer]
                 mus.append(q.mu)
                 logvars.append(q.logvar)
     finally:
@@ -49,19 +56,38 @@ def posterior_codes(model, data: Data, *, n_images: int | None = None, layer: in
     return torch.cat(mus), torch.cat(logvars)
 
 
-def model_mig_table(model, data: Data, *, n_images: int | None = None, n_samples: int = 10_000,
-                    seed: int = 0) -> pd.DataFrame:
+def model_mig_table(
+    model, data: Data, *, n_images: int | None = None, n_samples: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
     """:func:`seatbelt.metrics.mig_table` of the model's posteriors on ``data`` (which must carry
     factors, e.g. ``zoo.data("dsprites", ...)``), rows named by ``data.factor_names``."""
     if data.factors is None:
-        raise ValueError(f"{data.name} has no ground-truth factors: MIG needs data such as dSprites.")
+        raise ValueError(
+            f"{data.name} has no ground-truth factors: MIG needs data such as dSprites."
+        )
     mu, logvar = posterior_codes(model, data, n_images=n_images)
-    return mig_table(mu, logvar, data.factors[: len(mu)], n_samples=n_samples, seed=seed,
-                     names=data.factor_names or None)
+    return mig_table(
+        mu,
+        logvar,
+        data.factors[: len(mu)],
+        n_samples=n_samples,
+        seed=seed,
+        names=data.factor_names or None,
+    )
 
 
-def rank_correlation(name: str, x, y, *, null: float = 0.0, direction: Direction = "within", margin: float = 0.5,
-                     level: float = 0.95, n_resamples: int = 4000, seed: int = 0) -> Effect:
+def rank_correlation(
+    name: str,
+    x,
+    y,
+    *,
+    null: float = 0.0,
+    direction: Direction = "within",
+    margin: float = 0.5,
+    level: float = 0.95,
+    n_resamples: int = 4000,
+    seed: int = 0,
+) -> Effect:
     """Spearman's rho of paired per-unit measures ``x``, ``y`` with a percentile bootstrap interval.
 
     Units (models) are resampled with replacement, x and y together; a resample in which x or y
@@ -71,16 +97,32 @@ def rank_correlation(name: str, x, y, *, null: float = 0.0, direction: Direction
     """
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if len(x) != len(y) or len(x) < 2:
-        raise ValueError(f"Effect {name!r}: needs paired x and y of equal size >= 2, got {len(x)} and {len(y)}.")
+        raise ValueError(
+            f"Effect {name!r}: needs paired x and y of equal size >= 2, got {len(x)} and {len(y)}."
+        )
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError(f"Effect {name!r}: x or y contains NaN or inf; drop or explain those units first.")
+        raise ValueError(
+            f"Effect {name!r}: x or y contains NaN or inf; drop or explain those units first."
+        )
     if np.ptp(x) == 0 or np.ptp(y) == 0:
-        raise ValueError(f"Effect {name!r}: x or y is constant over the units; a rank correlation is undefined.")
+        raise ValueError(
+            f"Effect {name!r}: x or y is constant over the units; a rank correlation is undefined."
+        )
     estimate = float(stats.spearmanr(x, y).statistic)
     n = len(x)
     if len({(a, b) for a, b in zip(x, y)}) < 3:
-        return Effect(name, estimate, -1.0, 1.0, null=null, direction=direction, margin=margin, level=level, n=n,
-                      method="percentile bootstrap (fewer than 3 units: no information)")
+        return Effect(
+            name,
+            estimate,
+            -1.0,
+            1.0,
+            null=null,
+            direction=direction,
+            margin=margin,
+            level=level,
+            n=n,
+            method="percentile bootstrap (fewer than 3 units: no information)",
+        )
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, n, size=(n_resamples, n))
     rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
@@ -90,6 +132,18 @@ def rank_correlation(name: str, x, y, *, null: float = 0.0, direction: Direction
     defined = denominator > 0
     rho = (rx * ry).sum(1)[defined] / denominator[defined]  # Pearson of ranks = Spearman
     low, high = np.quantile(rho, [(1 - level) / 2, (1 + level) / 2])
-    return Effect(name, estimate, float(low), float(high), null=null,
-                  direction=direction, margin=margin, level=level, n=n,
-                  method=f"percentile bootstrap over units ({int(defined.sum())} of {n_resamples} resamples defined)")
+    return Effect(
+        name,
+        estimate,
+        float(low),
+        float(high),
+        null=null,
+        direction=direction,
+        margin=margin,
+        level=level,
+        n=n,
+        method=(
+            f"percentile bootstrap over units ({int(defined.sum())} of {n_resamples} resamples "
+            "defined)"
+        ),
+    )

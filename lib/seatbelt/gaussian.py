@@ -29,7 +29,9 @@ class DiagGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """Reparameterised draw mu + sigma * eps, differentiable in mu and logvar."""
-        eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+        eps = torch.randn(
+            self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype
+        )
         return self.mu + self.std * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -53,7 +55,9 @@ def standard_log_density(z: Tensor) -> Tensor:
     return (-0.5 * (LOG_2PI + z**2)).sum(-1)
 
 
-def kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor | None = None, logvar2: Tensor | None = None) -> Tensor:
+def kl(
+    mu1: Tensor, logvar1: Tensor, mu2: Tensor | None = None, logvar2: Tensor | None = None
+) -> Tensor:
     """KL(N(mu1, s1^2) || N(mu2, s2^2)) in closed form, summed over the last dimension.
 
     With ``mu2``/``logvar2`` omitted the second Gaussian is the standard normal prior.
@@ -63,7 +67,9 @@ def kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor | None = None, logvar2: Tensor 
         mu2 = torch.zeros_like(mu1)
     if logvar2 is None:
         logvar2 = torch.zeros_like(logvar1)
-    return 0.5 * (logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1).sum(-1)
+    return 0.5 * (
+        logvar2 - logvar1 + (torch.exp(logvar1) + (mu1 - mu2) ** 2) * torch.exp(-logvar2) - 1
+    ).sum(-1)
 
 
 def kl_parts(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> tuple[Tensor, Tensor]:

@@ -1,9 +1,11 @@
-"""The held-out beta = 1 ELBO of a trained model: per image, per layer and unit, and its decline with beta (Fig 6).
+"""The held-out beta = 1 ELBO of a trained model: per image, per layer and unit, and its decline
+with beta (Fig 6).
 
 A model trained with beta (any family) is judged by the plain ELBO, without the beta it was
 trained with (Section 5, Fig 6). For one image x and S draws of the chain z ~ q(. | x) (Eq 4):
 
-    ELBO(x) = (1/S) sum_s [ log p(x | z^s) - sum_{i<L} r_i(z^s) - KL(q(z_L | z_{L-1}^s, x) || p(z_L)) ]
+    ELBO(x) = (1/S) sum_s [ log p(x | z^s) - sum_{i<L} r_i(z^s)
+                            - KL(q(z_L | z_{L-1}^s, x) || p(z_L)) ]
 
 with r_i = log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1}) the single-sample log ratio of a lower
 layer (:meth:`VAE.lower_log_ratios`) and the top layer's KL in closed form, exactly as
@@ -33,7 +35,8 @@ from .models import VAE
 
 
 def _parts(model: VAE, x: Tensor, generator: torch.Generator) -> tuple[Tensor, list[Tensor]]:
-    """log p(x | z) per item and the per-unit KL terms of every layer, bottom first, for one draw."""
+    """log p(x | z) per item and the per-unit KL terms of every layer, bottom first, for one
+    draw."""
     enc = model.encode(x, sample=True, generator=generator)
     top = enc.posteriors[-1]
     kl_top = 0.5 * (top.mu**2 + torch.exp(top.logvar) - 1 - top.logvar)
@@ -41,10 +44,13 @@ def _parts(model: VAE, x: Tensor, generator: torch.Generator) -> tuple[Tensor, l
 
 
 def _draws(model: VAE, x: Tensor, samples: int, seed: int, batch_size: int):
-    """Yield (batch index range, log-likelihood (S, b), per-layer unit KLs [(S, b, d_i)]) in eval mode."""
+    """Yield (batch index range, log-likelihood (S, b), per-layer unit KLs [(S, b, d_i)]) in eval
+    mode."""
     if x.ndim < 2 or tuple(x.shape[1:]) != model.config.data_shape or len(x) < 1:
-        raise ValueError(f"x must be items of shape {model.config.data_shape}, (N, ...) with N >= 1; "
-                         f"got shape {tuple(x.shape)}.")
+        raise ValueError(
+            f"x must be items of shape {model.config.data_shape}, (N, ...) with N >= 1; "
+            f"got shape {tuple(x.shape)}."
+        )
     if samples < 1 or batch_size < 1:
         raise ValueError(f"samples and batch_size must be >= 1, got {samples} and {batch_size}.")
     device = next(model.parameters()).device
@@ -63,7 +69,9 @@ def _draws(model: VAE, x: Tensor, samples: int, seed: int, batch_size: int):
         model.train(was_training)
 
 
-def per_image(model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
+def per_image(
+    model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size: int = 256
+) -> pd.DataFrame:
     """The beta = 1 ELBO of each image of ``x`` and its parts, each averaged over ``samples`` draws.
 
     Columns: ``image`` (row of ``x``), ``elbo``, ``log_likelihood`` (the reconstruction term
@@ -75,15 +83,23 @@ def per_image(model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size
         layer = [k.sum(-1).double().mean(0) for k in kls]  # (b,) per layer
         total = torch.stack(layer).sum(0)
         mean_ll = ll.double().mean(0)
-        frame = pd.DataFrame({"image": np.arange(start, start + len(mean_ll)), "elbo": (mean_ll - total).cpu().numpy(),
-                              "log_likelihood": mean_ll.cpu().numpy(), "kl": total.cpu().numpy()})
+        frame = pd.DataFrame(
+            {
+                "image": np.arange(start, start + len(mean_ll)),
+                "elbo": (mean_ll - total).cpu().numpy(),
+                "log_likelihood": mean_ll.cpu().numpy(),
+                "kl": total.cpu().numpy(),
+            }
+        )
         for i, values in enumerate(layer):
             frame[f"kl_{i + 1}"] = values.cpu().numpy()
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
 
 
-def unit_kl(model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size: int = 256) -> pd.DataFrame:
+def unit_kl(
+    model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size: int = 256
+) -> pd.DataFrame:
     """Each latent unit's KL term averaged over the images of ``x`` and ``samples`` draws (nats).
 
     One row per (``layer``, ``unit``), layers numbered 1 (bottom) .. L (top), with ``kl``. A lower
@@ -95,17 +111,28 @@ def unit_kl(model: VAE, x: Tensor, samples: int = 8, seed: int = 0, batch_size: 
         for i, k in enumerate(kls):
             sums[i] += k.double().sum((0, 1)).cpu()
     count = samples * len(x)
-    return pd.DataFrame([{"layer": i + 1, "unit": j, "kl": float(s[j]) / count}
-                         for i, s in enumerate(sums) for j in range(len(s))])
+    return pd.DataFrame(
+        [
+            {"layer": i + 1, "unit": j, "kl": float(s[j]) / count}
+            for i, s in enumerate(sums)
+            for j in range(len(s))
+        ]
+    )
 
 
 def active_units(units: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per layer: units, how many have a mean KL above ``threshold`` nats, and the layer's total KL."""
+    """Per layer: units, how many have a mean KL above ``threshold`` nats, and the layer's total
+    KL."""
     if threshold < 0:
         raise ValueError(f"threshold must be >= 0 nats, got {threshold}.")
     grouped = units.groupby("layer")["kl"]
-    return pd.DataFrame({"units": grouped.size(), "active": grouped.apply(lambda k: int((k > threshold).sum())),
-                         "kl": grouped.sum()}).reset_index()
+    return pd.DataFrame(
+        {
+            "units": grouped.size(),
+            "active": grouped.apply(lambda k: int((k > threshold).sum())),
+            "kl": grouped.sum(),
+        }
+    ).reset_index()
 
 
 def _log2(betas: Sequence[float]) -> np.ndarray:
@@ -116,17 +143,21 @@ def _log2(betas: Sequence[float]) -> np.ndarray:
 
 
 def slope(values: np.ndarray, betas: Sequence[float]) -> np.ndarray:
-    """Least-squares slope of ``values`` (..., k), one per beta along the last axis, against log2(beta)."""
+    """Least-squares slope of ``values`` (..., k), one per beta along the last axis, against
+    log2(beta)."""
     t = _log2(betas)
     values = np.asarray(values, dtype=float)
     if values.shape[-1] != len(t):
-        raise ValueError(f"values have {values.shape[-1]} entries along the last axis, betas {len(t)}.")
+        raise ValueError(
+            f"values have {values.shape[-1]} entries along the last axis, betas {len(t)}."
+        )
     centred = t - t.mean()
     return (values - values.mean(-1, keepdims=True)) @ centred / (centred @ centred)
 
 
 def slope_ratio(betas: Sequence[float]) -> Callable[..., np.ndarray]:
-    """A statistic for :func:`seatbelt.claims.measure`: slope(A) / slope(B) of mean values vs log2(beta).
+    """A statistic for :func:`seatbelt.claims.measure`: slope(A) / slope(B) of mean values vs
+    log2(beta).
 
     It takes 2k samples, A at each beta then B at each beta (k = len(betas)), each the per-image
     values of one model on the same images, and an ``axis`` keyword.
@@ -135,7 +166,9 @@ def slope_ratio(betas: Sequence[float]) -> Callable[..., np.ndarray]:
 
     def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
         if len(samples) != 2 * k:
-            raise ValueError(f"slope_ratio over {k} betas takes {2 * k} samples (A then B), got {len(samples)}.")
+            raise ValueError(
+                f"slope_ratio over {k} betas takes {2 * k} samples (A then B), got {len(samples)}."
+            )
         means = np.stack([np.mean(s, axis=axis) for s in samples], axis=-1)
         return slope(means[..., :k], betas) / slope(means[..., k:], betas)
 

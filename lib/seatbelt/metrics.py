@@ -4,8 +4,8 @@ A dataset of N points with encoder posteriors q(z | x_n) = N(mu_n, diag exp(logv
 discrete ground-truth factors v_k(n). With p(n) = 1/N and p(v) = N_v / N, N_v the number of points
 whose factor v_k takes the value v:
 
-    q(z_j)          = (1/N)   sum_n              q(z_j | x_n)          (aggregate posterior of latent j)
-    q(z_j | v_k=v)  = (1/N_v) sum_{n: v_k(n)=v}  q(z_j | x_n)          (the same within one value)
+    q(z_j)          = (1/N)   sum_n              q(z_j | x_n)      (aggregate posterior of latent j)
+    q(z_j | v_k=v)  = (1/N_v) sum_{n: v_k(n)=v}  q(z_j | x_n)      (the same within one value)
     H(z_j)          = -E_n E_{q(z_j|x_n)} log q(z_j)
     H(z_j | v_k)    = -E_n E_{q(z_j|x_n)} log q(z_j | v_k(n))
     I(z_j; v_k)     = H(z_j) - H(z_j | v_k)
@@ -23,7 +23,8 @@ posteriors (all N for q(z_j), all N_v for q(z_j | v)):
 
 Each summand of (1^) is at most the matching summand of (2^), because q(z) >= p(v) q(z | v), so
 0 <= I^ / H^ <= 1 holds exactly (after clamping I^ at 0 as Chen et al. do); with S = N, (2^) is
-the plug-in entropy (2), and on a uniform grid such as dSprites it is log(number of values) at any S.
+the plug-in entropy (2), and on a uniform grid such as dSprites it is log(number of values) at any
+S.
 
 Two departures from Chen et al.'s code, neither changing what is estimated: they draw a separate
 subset of up to n_samples points for H(z_j) and for each H(z_j | v_k = v) and weight the values
@@ -87,12 +88,16 @@ def mig_from_table(table: pd.DataFrame, exclude: Sequence[str | int] = ()) -> fl
     for e in exclude:
         if isinstance(e, (int, np.integer)) and not isinstance(e, bool):
             if not 0 <= e < len(names):
-                raise ValueError(f"exclude: factor index {e} is out of range for {len(names)} factors {names}.")
+                raise ValueError(
+                    f"exclude: factor index {e} is out of range for {len(names)} factors {names}."
+                )
             drop.add(names[e])
         elif e in names:
             drop.add(e)
         else:
-            raise ValueError(f"exclude: unknown factor {e!r}; the factors are {names} (or their indices).")
+            raise ValueError(
+                f"exclude: unknown factor {e!r}; the factors are {names} (or their indices)."
+            )
     kept = [n for n in names if n not in drop]
     if not kept:
         raise ValueError(f"exclude removes every factor {names}: MIG averages over at least one.")
@@ -116,7 +121,8 @@ def mig_table(
     ``gap`` is (I_top - I_second) / H, the summand of (3).
 
     mu, logvar:   (N, D) posterior parameters, torch or numpy; the work runs on their device.
-    factors:      (N, K) integer factor values (any integers: each factor's distinct values are its classes).
+    factors:      (N, K) integer factor values (any integers: each factor's distinct values are
+                  its classes).
     factor_sizes: optional number of values of each factor; when given, every value must lie in
                   [0, size), which catches factor columns passed in the wrong order.
     n_samples:    the number S of sample points (all N when N <= n_samples).
@@ -152,24 +158,30 @@ def mig_table(
         mi.append((log_qz_v - log_qz).mean(1).clamp(min=0).cpu())  # (1^)
         h.append(float(-(cnt.double() / n).log()[c_s.cpu()].mean()))  # (2^)
     latents = [f"z{j}" for j in range(d)]
-    table = pd.DataFrame(torch.stack(mi).numpy(), index=pd.Index(names, name="factor"), columns=latents)
+    table = pd.DataFrame(
+        torch.stack(mi).numpy(), index=pd.Index(names, name="factor"), columns=latents
+    )
     info = table.to_numpy()
     order = np.argsort(-info, axis=1, kind="stable")
     first, second = np.take_along_axis(info, order[:, :2], axis=1).T
     table["H"] = h
     table["top"] = [latents[j] for j in order[:, 0]]
     table["second"] = [latents[j] for j in order[:, 1]]
-    table["gap"] = np.clip((first - second) / np.asarray(h), 0.0, 1.0)  # the clip absorbs float rounding only
+    table["gap"] = np.clip(
+        (first - second) / np.asarray(h), 0.0, 1.0
+    )  # the clip absorbs float rounding only
     return table
 
 
 def _per_latent(x: Tensor) -> Tensor:
-    """(N, D) data-major to (D, N) latent-major: a transpose (a reshape would mix latents and points)."""
+    """(N, D) data-major to (D, N) latent-major: a transpose (a reshape would mix latents and
+    points)."""
     return x.T.contiguous()
 
 
 def _log_mixture(z: Tensor, own: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log sum_m N(z_js; mu_jm, exp(logvar_jm)) for samples z (D, S) and components (D, M) -> (D, S) float64.
+    """log sum_m N(z_js; mu_jm, exp(logvar_jm)) for samples z (D, S) and components (D, M) -> (D, S)
+    float64.
 
     Computed as own + log sum_m exp(log N(z_js; mu_jm, .) - own_js), blocked over samples and
     components so memory stays bounded. ``own`` is each sample's log-density under one of the
@@ -194,67 +206,102 @@ def _log_mixture(z: Tensor, own: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
     out = own.to(torch.float64) + total.log()
     if not torch.isfinite(out).all():
         raise FloatingPointError(
-            "MIG: a mixture density overflowed: a sample's density under another posterior exceeds its own "
-            f"by more than {z.dtype} can hold, because one latent's posterior log-variances span too wide a "
-            "range. Clamp the encoder's logvar, or pass float64 posteriors."
+            "MIG: a mixture density overflowed: a sample's density under another posterior exceeds "
+            f"its own by more than {z.dtype} can hold, because one latent's posterior "
+            "log-variances span too wide a range. Clamp the encoder's logvar, or pass float64 "
+            "posteriors."
         )
     return out
 
 
 def _check(mu, logvar, factors, factor_sizes, n_samples, names):
     """Validate and convert the inputs; return mu, logvar, per-factor codes and counts, names."""
-    mu, logvar = torch.as_tensor(mu).detach(), torch.as_tensor(logvar).detach()  # no autograd graph over N^2 terms
+    mu, logvar = (
+        torch.as_tensor(mu).detach(),
+        torch.as_tensor(logvar).detach(),
+    )  # no autograd graph over N^2 terms
     for what, t in (("mu", mu), ("logvar", logvar)):
         if t.ndim != 2:
-            raise ValueError(f"MIG: {what} must be (N, D) posterior parameters, got shape {tuple(t.shape)}.")
+            raise ValueError(
+                f"MIG: {what} must be (N, D) posterior parameters, got shape {tuple(t.shape)}."
+            )
         if not t.is_floating_point():
             raise TypeError(f"MIG: {what} must be floating point, got {t.dtype}.")
         if not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).any(1).nonzero().flatten()
-            raise ValueError(f"MIG: {what} has NaN or infinite entries in {len(bad)} rows (first: {bad[:5].tolist()}); "
-                             "drop those points or fix the encoder.")
+            raise ValueError(
+                f"MIG: {what} has NaN or infinite entries in {len(bad)} rows (first: "
+                f"{bad[:5].tolist()}); drop those points or fix the encoder."
+            )
     if mu.shape != logvar.shape:
-        raise ValueError(f"MIG: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same (N, D) shape.")
+        raise ValueError(
+            f"MIG: mu {tuple(mu.shape)} and logvar {tuple(logvar.shape)} must have the same (N, D) "
+            "shape."
+        )
     if mu.shape[1] < 2:
-        raise ValueError(f"MIG needs at least 2 latents for a gap between the top two, got D = {mu.shape[1]}.")
+        raise ValueError(
+            f"MIG needs at least 2 latents for a gap between the top two, got D = {mu.shape[1]}."
+        )
     dtype = torch.promote_types(torch.promote_types(mu.dtype, logvar.dtype), torch.float32)
     logvar = logvar.to(mu.device, dtype)
     mu = mu.to(dtype)
-    if not (torch.isfinite(torch.exp(-0.5 * logvar)).all() and torch.isfinite(torch.exp(0.5 * logvar)).all()):
+    if not (
+        torch.isfinite(torch.exp(-0.5 * logvar)).all()
+        and torch.isfinite(torch.exp(0.5 * logvar)).all()
+    ):
         span = f"[{float(logvar.min()):.4g}, {float(logvar.max()):.4g}]"
-        raise ValueError(f"MIG: logvar spans {span}, where exp(logvar / 2) or its inverse overflows {dtype}; "
-                         "clamp the encoder's logvar or pass float64.")
+        raise ValueError(
+            f"MIG: logvar spans {span}, where exp(logvar / 2) or its inverse overflows {dtype}; "
+            "clamp the encoder's logvar or pass float64."
+        )
 
     f = torch.as_tensor(factors)
     if f.ndim == 1:
-        raise ValueError(f"MIG: factors must be (N, K); for one factor pass factors[:, None] (got {tuple(f.shape)}).")
+        raise ValueError(
+            "MIG: factors must be (N, K); for one factor pass factors[:, None] (got "
+            f"{tuple(f.shape)})."
+        )
     if f.ndim != 2 or f.shape[0] != mu.shape[0]:
-        raise ValueError(f"MIG: factors must be (N, K) with N = {mu.shape[0]} rows like mu, got {tuple(f.shape)}.")
+        raise ValueError(
+            f"MIG: factors must be (N, K) with N = {mu.shape[0]} rows like mu, got "
+            f"{tuple(f.shape)}."
+        )
     if f.is_floating_point():
         if not torch.isfinite(f).all():
-            raise ValueError("MIG: factors has NaN or infinite entries; factors must be integer class values.")
-        raise TypeError("MIG: factors must be integers (class indices), got floats; "
-                        "convert values with np.unique(column, return_inverse=True)[1].")
+            raise ValueError(
+                "MIG: factors has NaN or infinite entries; factors must be integer class values."
+            )
+        raise TypeError(
+            "MIG: factors must be integers (class indices), got floats; "
+            "convert values with np.unique(column, return_inverse=True)[1]."
+        )
     if f.dtype == torch.bool:
         f = f.long()
     k = f.shape[1]
     names = [f"v{i}" for i in range(k)] if names is None else [str(x) for x in names]
     if len(names) != k or len(set(names)) != k:
-        raise ValueError(f"MIG: names must be {k} distinct factor names, one per column of factors, got {names}.")
+        raise ValueError(
+            f"MIG: names must be {k} distinct factor names, one per column of factors, got {names}."
+        )
     if factor_sizes is not None:
         if len(factor_sizes) != k:
             raise ValueError(f"MIG: factor_sizes has {len(factor_sizes)} entries for {k} factors.")
         for name, col, size in zip(names, f.T, factor_sizes):
             lo, hi = int(col.min()), int(col.max())
             if lo < 0 or hi >= size:
-                raise ValueError(f"MIG: factor {name!r} has values in [{lo}, {hi}], outside [0, {size}) of "
-                                 "factor_sizes; are the factor columns in the order of factor_sizes?")
+                raise ValueError(
+                    f"MIG: factor {name!r} has values in [{lo}, {hi}], outside [0, {size}) of "
+                    "factor_sizes; are the factor columns in the order of factor_sizes?"
+                )
     codes, counts = [], []
     for name, col in zip(names, f.T):
         values, code, count = torch.unique(col, return_inverse=True, return_counts=True)
         if len(values) < 2:
-            raise ValueError(f"MIG: factor {name!r} takes the single value {int(values[0])} on all {len(col)} points; "
-                             "its entropy H(v) is 0, so its gap is undefined. Drop that column from factors.")
+            raise ValueError(
+                f"MIG: factor {name!r} takes the single value {int(values[0])} on all {len(col)} "
+                "points; its entropy H(v) is 0, so its gap is undefined. Drop that column from "
+                "factors."
+            )
         codes.append(code.to(mu.device))
         counts.append(count.cpu())
     if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:

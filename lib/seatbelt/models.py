@@ -1,8 +1,9 @@
 """VAE, beta-VAE, beta-TCVAE and the Seatbelt-VAE, behind one interface.
 
-Generative model (Eq 3): p(x | z_1, ..., z_L) prod_{i<L} p(z_i | z_{i+1}) p(z_L), with p(z_L) = N(0, I)
-and the likelihood a Gaussian of fixed std (0.1, Appendix G). The Seatbelt likelihood sees every
-layer; the chain (DLGM) baseline, ``likelihood_layers="bottom"``, sees z_1 only.
+Generative model (Eq 3): p(x | z_1, ..., z_L) prod_{i<L} p(z_i | z_{i+1}) p(z_L), with
+p(z_L) = N(0, I) and the likelihood a Gaussian of fixed std (0.1, Appendix G). The Seatbelt
+likelihood sees every layer; the chain (DLGM) baseline, ``likelihood_layers="bottom"``, sees
+z_1 only.
 Inference (Eq 4): q(z_1 | x) prod_{i<L} q(z_{i+1} | z_i, x); the x-dependence of the upper
 conditionals enters through the encoder's features of x.
 
@@ -15,18 +16,19 @@ Objectives, written as a loss to minimise per batch:
   whose TC is that of the top layer's aggregate posterior (Theorem 1), estimated by Eq 43.
   beta = 1 gives back the (single-sample) ELBO exactly.
 
-KL_i for a lower layer is the single-sample log-ratio log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1}):
-z_{i+1} is drawn from a posterior that depends on z_i, so the closed-form KL given z_{i+1} would be
-biased. The top layer's KL to N(0, I) is in closed form. Free bits (Kingma et al. 2016) clamp each
-latent unit's batch-averaged KL from below at ``free_bits`` nats, on every layer that has a KL term
-(not on the decomposed top layer of the TC objective).
+KL_i for a lower layer is the single-sample log-ratio
+log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1}): z_{i+1} is drawn from a posterior that depends on
+z_i, so the closed-form KL given z_{i+1} would be biased. The top layer's KL to N(0, I) is in
+closed form. Free bits (Kingma et al. 2016) clamp each latent unit's batch-averaged KL from below
+at ``free_bits`` nats, on every layer that has a KL term (not on the decomposed top layer of the
+TC objective).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -35,26 +37,41 @@ from . import tc
 from .gaussian import DiagGaussian, log_density, standard_log_density
 from .nets import MLP, ConvDecoder, ConvEncoder, MLPEncoder
 
-OBJECTIVES = ("elbo", "beta_vae", "beta_tcvae")
-NETS = ("conv", "mlp")
-LIKELIHOOD_LAYERS = ("all", "bottom")
-KINDS = ("vae", "seatbelt")
+# The categorical options of ModelConfig: the Literal types annotate the fields, and the tuples
+# derived from them are what ModelConfig.validate checks at run time.
+Objective = Literal["elbo", "beta_vae", "beta_tcvae"]
+Net = Literal["conv", "mlp"]
+LikelihoodLayers = Literal["all", "bottom"]
+ModelKind = Literal["vae", "seatbelt"]
+
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+NETS: tuple[Net, ...] = get_args(Net)
+LIKELIHOOD_LAYERS: tuple[LikelihoodLayers, ...] = get_args(LikelihoodLayers)
+KINDS: tuple[ModelKind, ...] = get_args(ModelKind)
 
 # Appendix G, Eqs 44-50: a model of L layers takes the last L latent sizes.
-PAPER_LATENT_SIZES = {"dsprites": (96, 48, 24, 12, 6), "chairs": (96, 48, 24, 12, 6),
-                      "faces3d": (96, 48, 24, 12, 6), "celeba": (256, 128, 64, 32)}
+PAPER_LATENT_SIZES = {
+    "dsprites": (96, 48, 24, 12, 6),
+    "chairs": (96, 48, 24, 12, 6),
+    "faces3d": (96, 48, 24, 12, 6),
+    "celeba": (256, 128, 64, 32),
+}
 PAPER_HIDDEN_SIZES = (1024, 512, 256, 128, 64)
 
 
-def seatbelt_sizes(n_layers: int, latent_sizes=PAPER_LATENT_SIZES["dsprites"],
-                   hidden_sizes=PAPER_HIDDEN_SIZES) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def seatbelt_sizes(
+    n_layers: int, latent_sizes=PAPER_LATENT_SIZES["dsprites"], hidden_sizes=PAPER_HIDDEN_SIZES
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(latent_sizes, hidden_sizes) of an L-layer Seatbelt-VAE, Appendix G.
 
     The last L latent sizes; the MLPs between z_i and z_{i+1} take the hidden size listed at
     the position of z_i, so hidden sizes shrink with the latents they connect.
     """
     if not 1 <= n_layers <= len(latent_sizes):
-        raise ValueError(f"n_layers must be in 1..{len(latent_sizes)} for latent sizes {latent_sizes}, got {n_layers}.")
+        raise ValueError(
+            f"n_layers must be in 1..{len(latent_sizes)} for latent sizes {latent_sizes}, got "
+            f"{n_layers}."
+        )
     start = len(latent_sizes) - n_layers
     return tuple(latent_sizes[start:]), tuple(hidden_sizes[start : start + n_layers - 1])
 
@@ -63,17 +80,17 @@ def seatbelt_sizes(n_layers: int, latent_sizes=PAPER_LATENT_SIZES["dsprites"],
 class ModelConfig:
     """Everything that defines a model's architecture and objective."""
 
-    kind: str = "vae"
-    objective: str = "beta_tcvae"
+    kind: ModelKind = "vae"
+    objective: Objective = "beta_tcvae"
     beta: float = 1.0
     latent_sizes: tuple[int, ...] = (10,)
     hidden_sizes: tuple[int, ...] = ()
     data_shape: tuple[int, ...] = (1, 64, 64)
-    net: str = "conv"
+    net: Net = "conv"
     mlp_hidden: int = 256
     likelihood_std: float = 0.1
-    likelihood_layers: str = "all"
-    tc_estimator: str = "mws"
+    likelihood_layers: LikelihoodLayers = "all"
+    tc_estimator: tc.Estimator = "mws"
     dataset_size: int | None = None
     free_bits: float = 0.0
 
@@ -89,7 +106,9 @@ class ModelConfig:
     def validate(self) -> None:
         def choice(name, options):
             if getattr(self, name) not in options:
-                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r} is not one of {options}.")
+                raise ValueError(
+                    f"ModelConfig.{name}={getattr(self, name)!r} is not one of {options}."
+                )
 
         choice("kind", KINDS)
         choice("objective", OBJECTIVES)
@@ -97,22 +116,35 @@ class ModelConfig:
         choice("likelihood_layers", LIKELIHOOD_LAYERS)
         choice("tc_estimator", tc.ESTIMATORS)
         if not self.latent_sizes or min(self.latent_sizes) < 1:
-            raise ValueError(f"ModelConfig.latent_sizes must be positive sizes, bottom layer first; got {self.latent_sizes}.")
+            raise ValueError(
+                "ModelConfig.latent_sizes must be positive sizes, bottom layer first; got "
+                f"{self.latent_sizes}."
+            )
         if self.kind == "vae" and self.n_layers != 1:
-            raise ValueError(f"a VAE has one latent layer, got latent_sizes={self.latent_sizes}; use kind='seatbelt'.")
+            raise ValueError(
+                f"a VAE has one latent layer, got latent_sizes={self.latent_sizes}; use "
+                "kind='seatbelt'."
+            )
         if len(self.hidden_sizes) != self.n_layers - 1:
             raise ValueError(
-                f"hidden_sizes needs one entry per pair of adjacent layers ({self.n_layers - 1}), got "
-                f"{self.hidden_sizes}; seatbelt_sizes(L) gives the paper's."
+                f"hidden_sizes needs one entry per pair of adjacent layers ({self.n_layers - 1}), "
+                f"got {self.hidden_sizes}; seatbelt_sizes(L) gives the paper's."
             )
         if self.objective == "beta_vae" and self.n_layers != 1:
-            raise ValueError("objective='beta_vae' is defined for one latent layer; use 'beta_tcvae' for Seatbelt.")
+            raise ValueError(
+                "objective='beta_vae' is defined for one latent layer; use 'beta_tcvae' for "
+                "Seatbelt."
+            )
         if self.beta < 0 or self.likelihood_std <= 0 or self.free_bits < 0:
             raise ValueError(
-                f"need beta >= 0, likelihood_std > 0, free_bits >= 0; got {self.beta}, {self.likelihood_std}, {self.free_bits}."
+                f"need beta >= 0, likelihood_std > 0, free_bits >= 0; got {self.beta}, "
+                f"{self.likelihood_std}, {self.free_bits}."
             )
         if self.dataset_size is not None and self.dataset_size < 1:
-            raise ValueError(f"dataset_size must be the (positive) size of the training set, got {self.dataset_size}.")
+            raise ValueError(
+                "dataset_size must be the (positive) size of the training set, got "
+                f"{self.dataset_size}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,7 +154,9 @@ class ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown ModelConfig keys {sorted(unknown)}; known keys are {sorted(known)}.")
+            raise ValueError(
+                f"unknown ModelConfig keys {sorted(unknown)}; known keys are {sorted(known)}."
+            )
         return cls(**d)
 
 
@@ -170,12 +204,16 @@ class VAE(nn.Module):
             self.encoder = ConvEncoder(config.data_shape)
         else:
             if len(config.data_shape) != 1:
-                raise ValueError(f"net='mlp' takes vector data, got item shape {config.data_shape}; use net='conv'.")
+                raise ValueError(
+                    f"net='mlp' takes vector data, got item shape {config.data_shape}; use "
+                    "net='conv'."
+                )
             self.encoder = MLPEncoder(config.data_shape[0], config.mlp_hidden)
         features = self.encoder.out_features
         self.posterior_heads = nn.ModuleList([nn.Linear(features, 2 * sizes[0])])
         self.posterior_heads.extend(
-            MLP(sizes[i] + features, config.hidden_sizes[i], 2 * sizes[i + 1]) for i in range(len(sizes) - 1)
+            MLP(sizes[i] + features, config.hidden_sizes[i], 2 * sizes[i + 1])
+            for i in range(len(sizes) - 1)
         )
         self.prior_nets = nn.ModuleList(
             MLP(sizes[i + 1], config.hidden_sizes[i], 2 * sizes[i]) for i in range(len(sizes) - 1)
@@ -194,8 +232,11 @@ class VAE(nn.Module):
     def latent_sizes(self) -> tuple[int, ...]:
         return self.config.latent_sizes
 
-    def encode(self, x: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> Encoding:
-        """q(z_1 | x), q(z_2 | z_1, x), ...; upper layers condition on samples (``sample``) or means."""
+    def encode(
+        self, x: Tensor, sample: bool = False, generator: torch.Generator | None = None
+    ) -> Encoding:
+        """q(z_1 | x), q(z_2 | z_1, x), ...; upper layers condition on samples (``sample``) or
+        means."""
         self._check_input(x)
         h = self.encoder(x)
         posteriors, zs = [], []
@@ -210,7 +251,8 @@ class VAE(nn.Module):
         return _split(self.prior_nets[i](z_above))
 
     def decode(self, zs: list[Tensor]) -> Tensor:
-        """The mean of p(x | z) from every layer's latents (Eq 3), or z_1 alone for the chain baseline."""
+        """The mean of p(x | z) from every layer's latents (Eq 3), or z_1 alone for the chain
+        baseline."""
         if len(zs) != self.n_layers:
             raise ValueError(f"decode needs one latent per layer ({self.n_layers}), got {len(zs)}.")
         z = torch.cat(zs, dim=-1) if self.config.likelihood_layers == "all" else zs[0]
@@ -228,24 +270,35 @@ class VAE(nn.Module):
         return self.decode(self.encode(x).z)
 
     def lower_log_ratios(self, enc: Encoding) -> list[Tensor]:
-        """log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1}) per unit, (B, d_i), for each layer below the top."""
+        """log q(z_i | z_{i-1}, x) - log p(z_i | z_{i+1}) per unit, (B, d_i), for each layer below
+        the top."""
         out = []
         for i in range(self.n_layers - 1):
             q, p = enc.posteriors[i], self.prior(i, enc.z[i + 1])
-            out.append(log_density(enc.z[i], q.mu, q.logvar) - log_density(enc.z[i], p.mu, p.logvar))
+            out.append(
+                log_density(enc.z[i], q.mu, q.logvar) - log_density(enc.z[i], p.mu, p.logvar)
+            )
         return out
 
-    def elbo(self, x: Tensor, target: Tensor | None = None, sample: bool = True,
-             generator: torch.Generator | None = None) -> Tensor:
+    def elbo(
+        self,
+        x: Tensor,
+        target: Tensor | None = None,
+        sample: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """The beta = 1 ELBO of ``target`` (default ``x``) with the posterior of ``x``, per item.
 
         ``sample=True``: the single-sample estimate. ``sample=False``: the same expression at the
-        posterior means, a deterministic surrogate (the output attack of Eq 2 minimises its negative).
+        posterior means, a deterministic surrogate (the output attack of Eq 2 minimises its
+        negative).
         """
         enc = self.encode(x, sample=sample, generator=generator)
         target = x if target is None else target
         if target.shape != x.shape:
-            raise ValueError(f"target shape {tuple(target.shape)} differs from input shape {tuple(x.shape)}.")
+            raise ValueError(
+                f"target shape {tuple(target.shape)} differs from input shape {tuple(x.shape)}."
+            )
         top = enc.posteriors[-1]
         kl = sum((r.sum(-1) for r in self.lower_log_ratios(enc)), start=_kl_to_prior(top).sum(-1))
         return self.log_likelihood(target, enc.z) - kl
@@ -263,9 +316,14 @@ class VAE(nn.Module):
         top, z_top = enc.posteriors[-1], enc.z[-1]
         if cfg.objective == "beta_tcvae":
             if cfg.dataset_size is None:
-                raise ValueError("the TC estimator needs the training-set size: set ModelConfig(dataset_size=len(data)).")
+                raise ValueError(
+                    "the TC estimator needs the training-set size: set "
+                    "ModelConfig(dataset_size=len(data))."
+                )
             log_q_zx = top.log_prob(z_top)
-            log_qz, log_prod_qzj = tc.log_qz(z_top, top.mu, top.logvar, cfg.dataset_size, cfg.tc_estimator)
+            log_qz, log_prod_qzj = tc.log_qz(
+                z_top, top.mu, top.logvar, cfg.dataset_size, cfg.tc_estimator
+            )
             terms["mi"] = (log_q_zx - log_qz).mean()
             terms["tc"] = (log_qz - log_prod_qzj).mean()
             terms["dwkl"] = (log_prod_qzj - standard_log_density(z_top)).mean()
@@ -287,7 +345,8 @@ class VAE(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.config.data_shape:
             raise ValueError(
-                f"input items have shape {tuple(x.shape[1:])}, the model was built for {self.config.data_shape}."
+                f"input items have shape {tuple(x.shape[1:])}, the model was built for "
+                f"{self.config.data_shape}."
             )
 
 
@@ -296,7 +355,9 @@ class SeatbeltVAE(VAE):
 
     def __init__(self, config: ModelConfig):
         if config.kind != "seatbelt":
-            raise ValueError(f"SeatbeltVAE needs ModelConfig(kind='seatbelt'), got kind={config.kind!r}.")
+            raise ValueError(
+                f"SeatbeltVAE needs ModelConfig(kind='seatbelt'), got kind={config.kind!r}."
+            )
         super().__init__(config)
 
 

@@ -40,8 +40,10 @@ def _check_image_shape(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def _check_matmul(layer: nn.Conv2d | nn.ConvTranspose2d) -> None:
     if layer.padding != (0, 0) or layer.dilation != (1, 1) or layer.groups != 1:
-        raise ValueError(f"{type(layer).__name__} is a matrix product only without padding, dilation or groups; "
-                         "use torch.nn's layer for the others.")
+        raise ValueError(
+            f"{type(layer).__name__} is a matrix product only without padding, dilation or groups; "
+            "use torch.nn's layer for the others."
+        )
 
 
 class MatmulConv2d(nn.Conv2d):
@@ -63,7 +65,10 @@ class MatmulConv2d(nn.Conv2d):
         if x.is_contiguous():
             inputs, weight = x.flatten(1), self.weight.flatten(1)
         else:
-            inputs, weight = x.permute(0, 2, 3, 1).flatten(1), self.weight.permute(0, 2, 3, 1).flatten(1)
+            inputs, weight = (
+                x.permute(0, 2, 3, 1).flatten(1),
+                self.weight.permute(0, 2, 3, 1).flatten(1),
+            )
         return F.linear(inputs, weight, self.bias)[:, :, None, None]
 
 
@@ -80,7 +85,9 @@ class MatmulConvTranspose2d(nn.ConvTranspose2d):
         super().__init__(*args, **kwargs)
         _check_matmul(self)
         if self.output_padding != (0, 0):
-            raise ValueError("MatmulConvTranspose2d takes no output_padding; use nn.ConvTranspose2d.")
+            raise ValueError(
+                "MatmulConvTranspose2d takes no output_padding; use nn.ConvTranspose2d."
+            )
 
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if x.shape[-2:] != (1, 1) or output_size is not None:
@@ -112,7 +119,12 @@ class ConvEncoder(nn.Module):
         for f in strided:
             layers += [nn.Conv2d(previous, f, 4, 2, 1), nn.BatchNorm2d(f), nn.ReLU()]
             previous = f
-        layers += [MatmulConv2d(previous, filters[4], 4), nn.BatchNorm2d(filters[4]), nn.ReLU(), nn.Flatten()]
+        layers += [
+            MatmulConv2d(previous, filters[4], 4),
+            nn.BatchNorm2d(filters[4]),
+            nn.ReLU(),
+            nn.Flatten(),
+        ]
         self.net = nn.Sequential(*layers)
         self.out_features = filters[4]
 
@@ -163,7 +175,9 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: int, out_features: int, n_hidden: int = 2):
         super().__init__()
-        self.net = nn.Sequential(mlp_trunk(in_features, hidden, n_hidden), nn.Linear(hidden, out_features))
+        self.net = nn.Sequential(
+            mlp_trunk(in_features, hidden, n_hidden), nn.Linear(hidden, out_features)
+        )
         self.out_features = out_features
 
     def forward(self, x: Tensor) -> Tensor:

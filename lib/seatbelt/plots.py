@@ -17,7 +17,15 @@ from torch import Tensor
 from . import style
 from .attacks.results import AttackResults
 
-PANEL_ORDER = ("original", "adversarial", "distortion", "target", "original_recon", "adversarial_recon", "target_recon")
+PANEL_ORDER = (
+    "original",
+    "adversarial",
+    "distortion",
+    "target",
+    "original_recon",
+    "adversarial_recon",
+    "target_recon",
+)
 PANEL_TITLES = {
     "original": "original",
     "adversarial": "adversarial input",
@@ -36,7 +44,9 @@ def to_display(image: Tensor, rescale: bool = False) -> np.ndarray:
     (a constant image shows as mid-grey).
     """
     if image.dim() != 3 or image.shape[0] not in (1, 3):
-        raise ValueError(f"expected a (C, H, W) image with 1 or 3 channels, got shape {tuple(image.shape)}.")
+        raise ValueError(
+            f"expected a (C, H, W) image with 1 or 3 channels, got shape {tuple(image.shape)}."
+        )
     array = image.detach().cpu().double().numpy()
     if rescale:
         low, high = array.min(), array.max()
@@ -62,7 +72,13 @@ def attack_panel(results: AttackResults, row: int, axes=None, titles: bool = Tru
         fig = axes[0].figure
     for ax, key in zip(axes, PANEL_ORDER):
         shown = to_display(images[key], rescale=key == "distortion")
-        ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(
+            shown,
+            cmap="gray" if shown.ndim == 2 else None,
+            vmin=0.0,
+            vmax=1.0,
+            interpolation="nearest",
+        )
         ax.set_xticks([])
         ax.set_yticks([])
         ax.grid(False)
@@ -74,7 +90,13 @@ def attack_panel(results: AttackResults, row: int, axes=None, titles: bool = Tru
         colour = style.colour(str(info["model"]))
     except KeyError:  # a model outside the book's families keeps the default colour
         colour = None
-    unit = " nats" if info["attack"] in ("kl", "output") else ""  # a KL and a -log-likelihood are in nats
-    fig.suptitle(f"{info['model']}: {info['attack']} attack ({info['layers']}), lambda = {info['lambda']:.3g}, "
-                 f"Delta = {info['delta']:.4g}{unit}", fontsize=9, color=colour)
+    unit = (
+        " nats" if info["attack"] in ("kl", "output") else ""
+    )  # a KL and a -log-likelihood are in nats
+    fig.suptitle(
+        f"{info['model']}: {info['attack']} attack ({info['layers']}), lambda = "
+        f"{info['lambda']:.3g}, Delta = {info['delta']:.4g}{unit}",
+        fontsize=9,
+        color=colour,
+    )
     return fig

@@ -20,11 +20,11 @@ import seaborn as sns
 
 # Family name (as in seatbelt.zoo.FAMILIES) -> colour.
 PALETTE: dict[str, str] = {
-    "vae": "#0173B2",         # blue
-    "beta-vae": "#CC78BC",    # pink
+    "vae": "#0173B2",  # blue
+    "beta-vae": "#CC78BC",  # pink
     "beta-tcvae": "#DE8F05",  # orange
-    "seatbelt": "#029E73",    # bluish green
-    "chain": "#D55E00",       # vermilion
+    "seatbelt": "#029E73",  # bluish green
+    "chain": "#D55E00",  # vermilion
 }
 FAMILIES = tuple(PALETTE)
 NEUTRAL = "#949494"  # anything that is not a model: references, the paper's numbers, bounds
@@ -46,8 +46,10 @@ def family(name: str) -> str:
         return "beta-vae"
     if re.fullmatch(r"vae([-\d.=a-z]*)?", key):
         return "vae"
-    raise KeyError(f"{name!r} names no model family; the families are {', '.join(FAMILIES)} "
-                   "(display names like 'VAE', 'beta-TCVAE', 'β-VAE', 'Seatbelt-VAE', 'chain' work).")
+    raise KeyError(
+        f"{name!r} names no model family; the families are {', '.join(FAMILIES)} "
+        "(display names like 'VAE', 'beta-TCVAE', 'β-VAE', 'Seatbelt-VAE', 'chain' work)."
+    )
 
 
 def colour(name: str) -> str:
@@ -59,9 +61,11 @@ def set_theme() -> None:
     """The book's theme: seaborn's whitegrid at notebook scale, the family colours first in the
     colour cycle, and figures sized and resolved for the text column."""
     sns.set_theme(context="notebook", style="whitegrid", palette=list(PALETTE.values()))
-    mpl.rcParams.update({
-        "figure.dpi": FIGURE_DPI,
-        "savefig.dpi": FIGURE_DPI,
-        "axes.titlesize": "medium",
-        "legend.frameon": False,
-    })
+    mpl.rcParams.update(
+        {
+            "figure.dpi": FIGURE_DPI,
+            "savefig.dpi": FIGURE_DPI,
+            "axes.titlesize": "medium",
+            "legend.frameon": False,
+        }
+    )

@@ -26,13 +26,15 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from .gaussian import LOG_2PI
 
-ESTIMATORS = ("mws", "mss")
+Estimator = Literal["mws", "mss"]
+ESTIMATORS: tuple[Estimator, ...] = get_args(Estimator)
 
 
 def mss_log_weights(batch_size: int, dataset_size: int, device=None, dtype=torch.float32) -> Tensor:
@@ -42,12 +44,15 @@ def mss_log_weights(batch_size: int, dataset_size: int, device=None, dtype=torch
     every other entry 1/M. Row sum: 1/N + (N - M)/(N M) + (M - 1)/M = 1.
     """
     if batch_size < 2:
-        raise ValueError(f"MSS needs a batch of at least 2 points, got batch_size={batch_size}; use estimator='mws'.")
+        raise ValueError(
+            f"MSS needs a batch of at least 2 points, got batch_size={batch_size}; use "
+            "estimator='mws'."
+        )
     m = batch_size - 1
     if dataset_size < m:
         raise ValueError(
-            f"MSS needs dataset_size >= batch_size - 1, got dataset_size={dataset_size}, batch_size={batch_size}: "
-            "pass the size of the whole training set, not of the batch."
+            f"MSS needs dataset_size >= batch_size - 1, got dataset_size={dataset_size}, "
+            f"batch_size={batch_size}: pass the size of the whole training set, not of the batch."
         )
     w = torch.full((batch_size, batch_size), 1.0 / m, dtype=torch.float64)
     idx = torch.arange(batch_size)
@@ -61,7 +66,7 @@ def log_qz(
     mu: Tensor,
     logvar: Tensor,
     dataset_size: int,
-    estimator: str = "mws",
+    estimator: Estimator = "mws",
 ) -> tuple[Tensor, Tensor]:
     """Per-sample estimates of (log q(z_k), log prod_d q(z_k,d)), each of shape ``(B,)``.
 
@@ -78,10 +83,13 @@ def log_qz(
     batch = z.shape[0]
     if dataset_size < batch and estimator == "mws":
         raise ValueError(
-            f"dataset_size={dataset_size} is smaller than the batch ({batch}): pass the size of the whole training set."
+            f"dataset_size={dataset_size} is smaller than the batch ({batch}): pass the size of "
+            "the whole training set."
         )
     if estimator == "mws":
-        log_w = torch.full((batch, batch), -math.log(dataset_size * batch), device=z.device, dtype=z.dtype)
+        log_w = torch.full(
+            (batch, batch), -math.log(dataset_size * batch), device=z.device, dtype=z.dtype
+        )
     else:
         log_w = mss_log_weights(batch, dataset_size, device=z.device, dtype=z.dtype)
     return _Joint.apply(z, mu, logvar, log_w), _Marginals.apply(z, mu, logvar, log_w).sum(-1)
@@ -90,7 +98,8 @@ def log_qz(
 class _Joint(torch.autograd.Function):
     """logsumexp_j [w_kj + sum_d log q(z_k,d | x_j)], with the sum over d as matrix products.
 
-    sum_d (z_kd - mu_jd)^2 / sigma_jd^2 = (z^2) (1/sigma^2)^T - 2 z (mu/sigma^2)^T + sum_d mu_jd^2/sigma_jd^2,
+    sum_d (z_kd - mu_jd)^2 / sigma_jd^2
+        = (z^2) (1/sigma^2)^T - 2 z (mu/sigma^2)^T + sum_d mu_jd^2/sigma_jd^2,
     so no (B, B, D) tensor is formed, in the forward or in the hand-written backward. The
     expansion cancels large terms (a precision of e^10 times a mean of a few units), so it is
     computed in float64. With a_kj = grad_k p_kj (p the softmax over j) and precision P = 1/sigma^2:
@@ -116,7 +125,9 @@ class _Joint(torch.autograd.Function):
         grad_z = a @ mu_precision - z64 * (a @ precision)
         by_j, a_z = a.sum(0)[:, None], a.T @ z64
         grad_mu = a_z * precision - mu_precision * by_j
-        squares = a.T @ z64.square() - 2 * mu64 * a_z + mu64.square() * by_j  # sum_k a_kj (z_kd - mu_jd)^2
+        squares = (
+            a.T @ z64.square() - 2 * mu64 * a_z + mu64.square() * by_j
+        )  # sum_k a_kj (z_kd - mu_jd)^2
         grad_logvar = 0.5 * (squares * precision - by_j)
         dtype = grad.dtype
         return grad_z.to(dtype), grad_mu.to(dtype), grad_logvar.to(dtype), None
@@ -132,6 +143,7 @@ class _Joint(torch.autograd.Function):
 # h_jd - u_kjd^2 / 2 - log(2 pi) / 2, with h = -logvar / 2, s = exp(h) = 1/sigma and
 # u_kjd = (z_kd - mu_jd) s_jd; arguments ending in T are (D, B), transposed.
 
+
 # A term more than e^60 below the shift counts as e^-60 of it: 1e-26 of the largest term,
 # invisible in float32 (eps 1.2e-7) even over a million points. Its exact exp would be a
 # subnormal number, which costs x86 CPUs a microcode assist (the loops ran 2x slower). A clamp,
@@ -140,27 +152,34 @@ def _exp_floored(x: Tensor) -> Tensor:
     return torch.exp(x.clamp_min(-60.0))
 
 
-def _shifted_sum(z: Tensor, log_w: Tensor, shift: Tensor, muT: Tensor, sT: Tensor, hT: Tensor) -> Tensor:
-    """log sum_j exp(w_kj + h_jd - u_kjd^2 / 2 - shift_kd) for the rows k of ``z``: shape (rows, D)."""
+def _shifted_sum(
+    z: Tensor, log_w: Tensor, shift: Tensor, muT: Tensor, sT: Tensor, hT: Tensor
+) -> Tensor:
+    """log sum_j exp(w_kj + h_jd - u_kjd^2 / 2 - shift_kd) for the rows k of ``z``: shape (rows,
+    D)."""
     u = (z[:, :, None] - muT) * sT
     return torch.log(_exp_floored(log_w[:, None, :] + hT - 0.5 * u * u - shift[:, :, None]).sum(-1))
 
 
 def _logsumexp(z: Tensor, log_w: Tensor, muT: Tensor, sT: Tensor, hT: Tensor) -> Tensor:
-    """logsumexp_j [w_kj + h_jd - u_kjd^2 / 2], shifted by its max: the fallback of :func:`_shifted_sum`."""
+    """logsumexp_j [w_kj + h_jd - u_kjd^2 / 2], shifted by its max: the fallback of
+    :func:`_shifted_sum`."""
     u = (z[:, :, None] - muT) * sT
     return torch.logsumexp(log_w[:, None, :] + hT - 0.5 * u * u, dim=-1)
 
 
-def _grad_z(z: Tensor, log_w: Tensor, lse: Tensor, grad: Tensor, muT: Tensor, sT: Tensor, hT: Tensor) -> Tensor:
+def _grad_z(
+    z: Tensor, log_w: Tensor, lse: Tensor, grad: Tensor, muT: Tensor, sT: Tensor, hT: Tensor
+) -> Tensor:
     """dL/dz_kd = -grad_kd sum_j p_kjd u_kjd s_jd, p the softmax over j rebuilt from ``lse``."""
     u = (z[:, :, None] - muT) * sT
     p = _exp_floored(log_w[:, None, :] + hT - 0.5 * u * u - lse[:, :, None])
     return -grad * (p * u * sT).sum(-1)
 
 
-def _weighted_p(mu: Tensor, s: Tensor, h: Tensor, log_wT: Tensor, zT: Tensor, lseT: Tensor,
-                gradT: Tensor) -> tuple[Tensor, Tensor]:
+def _weighted_p(
+    mu: Tensor, s: Tensor, h: Tensor, log_wT: Tensor, zT: Tensor, lseT: Tensor, gradT: Tensor
+) -> tuple[Tensor, Tensor]:
     """(g p, u) laid out (j, d, k) for the rows j of ``mu``: the terms of the sums over k."""
     u = (zT - mu[:, :, None]) * s[:, :, None]
     return _exp_floored(log_wT[:, None, :] + h[:, :, None] - 0.5 * u * u - lseT) * gradT, u
@@ -179,7 +198,8 @@ def _grad_logvar_sum(*args: Tensor) -> Tensor:
 
 
 def compile_enabled() -> bool:
-    """Whether the estimator's loops are compiled: on unless ``SEATBELT_COMPILE=0`` or compiling failed."""
+    """Whether the estimator's loops are compiled: on unless ``SEATBELT_COMPILE=0`` or compiling
+    failed."""
     return _COMPILE["enabled"]
 
 
@@ -197,28 +217,39 @@ def _compiled(fn, *args: Tensor) -> Tensor | None:
         return _COMPILED[fn](*args)
     except Exception as error:  # no C++ compiler or triton, an unsupported platform
         _COMPILE["enabled"] = False
-        warnings.warn(f"torch.compile failed ({type(error).__name__}: {error}); the TC estimator runs "
-                      "eagerly, about 5x slower. Set SEATBELT_COMPILE=0 to skip the attempt.", stacklevel=3)
+        warnings.warn(
+            f"torch.compile failed ({type(error).__name__}: {error}); the TC estimator runs "
+            "eagerly, about 5x slower. Set SEATBELT_COMPILE=0 to skip the attempt.",
+            stacklevel=3,
+        )
         return None
 
 
 def _run(kernel, rows: tuple[Tensor, ...], shared: tuple[Tensor, ...]) -> Tensor:
-    """``kernel(*rows, *shared)`` over all rows: compiled in one call, or eagerly in blocks of rows."""
+    """``kernel(*rows, *shared)`` over all rows: compiled in one call, or eagerly in blocks of
+    rows."""
     out = _compiled(kernel, *rows, *shared)
     if out is not None:
         return out
     step = _row_chunk(*rows[0].shape, rows[0].device)
-    return torch.cat([kernel(*(r[i : i + step] for r in rows), *shared) for i in range(0, rows[0].shape[0], step)])
+    return torch.cat(
+        [
+            kernel(*(r[i : i + step] for r in rows), *shared)
+            for i in range(0, rows[0].shape[0], step)
+        ]
+    )
 
 
 def _row_chunk(batch: int, latent: int, device: torch.device) -> int:
-    """Rows per eager pass: a (rows, D, B) block small enough to stay in a CPU cache, large on a GPU."""
+    """Rows per eager pass: a (rows, D, B) block small enough to stay in a CPU cache, large on a
+    GPU."""
     budget = 2**24 if device.type == "cuda" else 2**18
     return max(1, budget // (batch * latent))
 
 
 class _Marginals(torch.autograd.Function):
-    """log q(z_k,d) ~= logsumexp_j [w_kj + log q(z_k,d | x_j)] per (k, d), with a hand-written backward.
+    """log q(z_k,d) ~= logsumexp_j [w_kj + log q(z_k,d | x_j)] per (k, d), with a hand-written
+    backward.
 
     The forward shifts the sum over j by its diagonal term j = k (z_k was drawn from q(z | x_k),
     so that term is rarely far from the largest): the sum is then at least 1 and cannot
@@ -246,7 +277,9 @@ class _Marginals(torch.autograd.Function):
         z, mu, logvar, log_w, lse = ctx.saved_tensors
         h = -0.5 * logvar
         s = torch.exp(h)
-        grad_z = _run(_grad_z, (z, log_w, lse, grad), (mu.T.contiguous(), s.T.contiguous(), h.T.contiguous()))
+        grad_z = _run(
+            _grad_z, (z, log_w, lse, grad), (mu.T.contiguous(), s.T.contiguous(), h.T.contiguous())
+        )
         by_j = (mu, s, h, log_w.T.contiguous())
         by_k = (z.T.contiguous(), lse.T.contiguous(), grad.T.contiguous())
         grad_mu = s * _run(_grad_mu_sum, by_j, by_k)

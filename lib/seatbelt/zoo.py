@@ -1,11 +1,13 @@
-"""The book's model zoo: every model a chapter uses, as a point of a named family, trained once per profile.
+"""The book's model zoo: every model a chapter uses, as a point of a named family, trained once per
+profile.
 
 A chapter, or a user's own notebook, asks for a model by what it is::
 
     from seatbelt import zoo
     trained = zoo.model("beta-tcvae", "dsprites", beta=4, latent=16, profile="cpu")
     test = zoo.data("dsprites", profile="cpu", split="test")
-    battery = zoo.battery(zoo.Point("beta-tcvae", "dsprites", beta=4, latent=16), protocol, profile="cpu")
+    point = zoo.Point("beta-tcvae", "dsprites", beta=4, latent=16)
+    battery = zoo.battery(point, protocol, profile="cpu")
 
 Every request for the same point of the same profile gets the same cached model (the model
 cache of :func:`seatbelt.training.fit`, keyed by the configs, the data and the library code
@@ -37,10 +39,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
-from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -50,12 +53,12 @@ from . import cache
 from .attacks import AttackProtocol, AttackResults, run_battery
 from .attacks.battery import SOLVERS
 from .attacks.objectives import Attack
-from .data import Data, celeba, cifar10, dsprites, swiss_roll
+from .data import Data, celeba, cifar10, dsprites, svhn, swiss_roll
 from .models import ModelConfig, seatbelt_sizes
 from .training import TrainConfig, Trained, cache_entry, fit
 
 FAMILIES = ("vae", "beta-vae", "beta-tcvae", "seatbelt", "chain")
-DATASETS = ("dsprites", "celeba", "cifar10", "swissroll")
+DATASETS = ("dsprites", "celeba", "cifar10", "svhn", "swissroll")
 SPLITS = ("train", "test")
 LAYERED = ("seatbelt", "chain")
 DATA_SEED = 0  # one data sample per profile, whatever the model's seed
@@ -91,13 +94,26 @@ class Recipe:
         for name in ("seatbelt_latents", "seatbelt_hidden"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if self.dataset not in DATASETS:
-            raise ZooError(f"recipe for unknown dataset {self.dataset!r}; the zoo knows {DATASETS}.")
-        if min(self.n_train, self.n_test, self.steps, self.batch_size, self.latent) < 1 or self.lr <= 0:
-            raise ZooError(f"recipe for {self.dataset}: sizes, steps and lr must be positive, got {self}.")
+            raise ZooError(
+                f"recipe for unknown dataset {self.dataset!r}; the zoo knows {DATASETS}."
+            )
+        if (
+            min(self.n_train, self.n_test, self.steps, self.batch_size, self.latent) < 1
+            or self.lr <= 0
+        ):
+            raise ZooError(
+                f"recipe for {self.dataset}: sizes, steps and lr must be positive, got {self}."
+            )
         if self.batch_size > self.n_train:
-            raise ZooError(f"recipe for {self.dataset}: batch_size {self.batch_size} exceeds n_train {self.n_train}.")
+            raise ZooError(
+                f"recipe for {self.dataset}: batch_size {self.batch_size} exceeds "
+                f"n_train {self.n_train}."
+            )
         if len(self.seatbelt_hidden) != len(self.seatbelt_latents):
-            raise ZooError(f"recipe for {self.dataset}: seatbelt_hidden needs one size per entry of seatbelt_latents.")
+            raise ZooError(
+                f"recipe for {self.dataset}: seatbelt_hidden needs one size per entry of "
+                "seatbelt_latents."
+            )
 
     def train_config(self, point: "Point") -> TrainConfig:
         steps = point.steps if point.steps is not None else self.steps
@@ -106,7 +122,8 @@ class Recipe:
 
 @dataclass(frozen=True)
 class Point:
-    """One model of the zoo. ``latent``/``layers`` None means the recipe's default (resolved by :meth:`resolve`)."""
+    """One model of the zoo. ``latent``/``layers`` None means the recipe's default (resolved by
+    :meth:`resolve`)."""
 
     family: str
     dataset: str
@@ -125,12 +142,20 @@ class Point:
         if not self.beta >= 0:
             raise ZooError(f"{self.family}: beta must be >= 0, got {self.beta}.")
         if self.family == "vae" and self.beta != 1.0:
-            raise ZooError(f"the VAE is beta = 1, got beta={self.beta:g}; ask for 'beta-vae' or 'beta-tcvae' at that beta.")
+            raise ZooError(
+                f"the VAE is beta = 1, got beta={self.beta:g}; ask for 'beta-vae' or "
+                "'beta-tcvae' at that beta."
+            )
         if self.family in LAYERED and self.latent is not None:
-            raise ZooError(f"{self.family} takes layers=L (its sizes come from the recipe), not latent={self.latent}.")
+            raise ZooError(
+                f"{self.family} takes layers=L (its sizes come from the recipe), "
+                f"not latent={self.latent}."
+            )
         if self.family not in LAYERED and self.layers is not None:
-            raise ZooError(f"{self.family} has one latent layer: give latent=, not layers={self.layers}; "
-                           "use family 'seatbelt' or 'chain' for depth.")
+            raise ZooError(
+                f"{self.family} has one latent layer: give latent=, not layers={self.layers}; "
+                "use family 'seatbelt' or 'chain' for depth."
+            )
         for name in ("latent", "layers", "steps"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -148,11 +173,20 @@ class Point:
         if self.family in LAYERED:
             layers = self.layers if self.layers is not None else 4
             if not 1 <= layers <= len(recipe.seatbelt_latents):
-                raise ZooError(f"{self.family}: layers must be in 1..{len(recipe.seatbelt_latents)} for the "
-                               f"{recipe.dataset} recipe's sizes {recipe.seatbelt_latents}, got {layers}.")
+                raise ZooError(
+                    f"{self.family}: layers must be in 1..{len(recipe.seatbelt_latents)} for the "
+                    f"{recipe.dataset} recipe's sizes {recipe.seatbelt_latents}, got {layers}."
+                )
             if layers == 1:
-                return Point("beta-tcvae", self.dataset, self.beta, recipe.seatbelt_latents[-1], None, self.seed,
-                             self.steps).resolve(recipe)
+                return Point(
+                    "beta-tcvae",
+                    self.dataset,
+                    self.beta,
+                    recipe.seatbelt_latents[-1],
+                    None,
+                    self.seed,
+                    self.steps,
+                ).resolve(recipe)
             return replace(self, layers=layers)
         latent = self.latent if self.latent is not None else recipe.latent
         if self.family == "vae" or self.beta == 1.0:
@@ -161,12 +195,19 @@ class Point:
 
     @property
     def label(self) -> str:
-        name = {"vae": "VAE", "beta-vae": "beta-VAE", "beta-tcvae": "beta-TCVAE", "seatbelt": "Seatbelt",
-                "chain": "chain"}[self.family]
+        name = {
+            "vae": "VAE",
+            "beta-vae": "beta-VAE",
+            "beta-tcvae": "beta-TCVAE",
+            "seatbelt": "Seatbelt",
+            "chain": "chain",
+        }[self.family]
         if self.family == "beta-tcvae" and self.beta == 1.0:
             name = "VAE"
         letter, size = ("L", self.layers) if self.family in LAYERED else ("d", self.latent)
-        size = "recipe" if size is None else size  # unresolved: Point.resolve takes it from the recipe
+        size = (
+            "recipe" if size is None else size
+        )  # unresolved: Point.resolve takes it from the recipe
         steps = f" steps={self.steps}" if self.steps is not None else ""
         return f"{name} beta={self.beta:g} {letter}={size} seed={self.seed}{steps}"
 
@@ -220,31 +261,80 @@ class Needs:
 
 
 def params_root() -> Path:
-    """The ``params/`` folder: $SEATBELT_PARAMS, else the one of the repository this package sits in."""
+    """The ``params/`` folder: $SEATBELT_PARAMS, else the one of the repository this package sits
+    in."""
     if os.environ.get(PARAMS_ENV):
         return Path(os.environ[PARAMS_ENV])
     here = Path(__file__).resolve()
     for parent in here.parents:
         if (parent / "params").is_dir() and (parent / "_toc.yml").exists():
             return parent / "params"
-    raise ZooError(f"no params/ folder found above {here}; set ${PARAMS_ENV} to the book's params directory.")
+    raise ZooError(
+        f"no params/ folder found above {here}; set ${PARAMS_ENV} to the book's params directory."
+    )
 
 
 @functools.lru_cache(maxsize=None)
 def _recipes(path: Path, mtime: int) -> dict[str, Recipe]:
+    """Every recipe of a zoo.yaml, each value read as its :class:`Recipe` field's type; an error
+    names the file, the recipe and the key (before anything trains)."""
     content = yaml.safe_load(path.read_text()) or {}
-    datasets = content.get("datasets")
+    datasets = content.get("datasets") if isinstance(content, dict) else None
     if not isinstance(datasets, dict):
         raise ZooError(f"{path}: needs a mapping `datasets:` of dataset name to recipe.")
-    known = {f.name for f in fields(Recipe)} - {"dataset"}
+    hints = get_type_hints(Recipe)
+    known = set(hints) - {"dataset"}
     shared = {k: v for k, v in content.items() if k != "datasets"}
     recipes = {}
     for name, values in datasets.items():
+        if not isinstance(values, dict):
+            raise ZooError(f"{path}: the recipe for {name} must be a mapping of keys to values.")
         unknown = (set(values) | set(shared)) - known
         if unknown:
-            raise ZooError(f"{path}: unknown recipe keys {sorted(unknown)} for {name}; known: {sorted(known)}.")
-        recipes[name] = Recipe(dataset=name, **{**shared, **values})
+            raise ZooError(
+                f"{path}: unknown recipe keys {sorted(unknown)} for {name}; known: {sorted(known)}."
+            )
+        read = {}
+        for key, value in {**shared, **values}.items():
+            try:
+                read[key] = _recipe_value(value, hints[key])
+            except ValueError as e:
+                raise ZooError(f"{path}: recipe {name}, key {key}: {e}.") from None
+        try:
+            recipes[name] = Recipe(dataset=name, **read)
+        except ZooError as e:
+            raise ZooError(f"{path}: {e}") from None
     return recipes
+
+
+def _recipe_value(value: Any, hint: Any) -> Any:
+    """``value`` as a field of type ``hint`` (int, float, str, ``X | None``, ``tuple[X, ...]``);
+    ValueError if it is not one. Numbers written as strings are read as numbers: YAML 1.1 reads
+    ``1e-3`` as a string."""
+    if type(None) in get_args(hint):
+        if value is None:
+            return None
+        (hint,) = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is tuple:
+        if type(value) not in (list, tuple):
+            raise ValueError(f"expected a list, got {value!r}")
+        return tuple(_recipe_value(v, get_args(hint)[0]) for v in value)
+    if hint is str:
+        if type(value) is not str:
+            raise ValueError(f"expected a string, got {value!r}")
+        return value
+    if type(value) not in (int, float, str):  # a bool is not a number here
+        raise ValueError(f"expected {hint.__name__}, got {value!r}")
+    if type(value) is int:
+        return hint(value)
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"expected {hint.__name__}, got {value!r}") from None
+    if not math.isfinite(number) or (hint is int and not number.is_integer()):
+        expected = "an integer" if hint is int else "a finite number"
+        raise ValueError(f"expected {expected}, got {value!r}")
+    return hint(number)
 
 
 def recipe(profile: str, dataset: str) -> Recipe:
@@ -252,34 +342,48 @@ def recipe(profile: str, dataset: str) -> Recipe:
     path = params_root() / profile / "zoo.yaml"
     if not path.exists():
         available = sorted(p.parent.name for p in params_root().glob("*/zoo.yaml"))
-        raise ZooError(f"profile {profile!r} has no zoo recipe ({path} is missing); profiles with one: {available}.")
+        raise ZooError(
+            f"profile {profile!r} has no zoo recipe ({path} is missing); "
+            f"profiles with one: {available}."
+        )
     recipes = _recipes(path, path.stat().st_mtime_ns)
     if dataset not in recipes:
         raise ZooError(f"{path} has no recipe for {dataset!r}; it has {sorted(recipes)}.")
     return recipes[dataset]
 
 
+REFERENCE_EVAL_COST = (
+    10.0  # one scipy evaluation in units of the batched solver's (bench/attacks.py)
+)
 COST_FIELDS = ("images_per_s", "attack_eval_ms")  # estimates for the plan; they change no result
 
 
 def recipes_digest(profile: str) -> str:
-    """A hash of what ``params/<profile>/zoo.yaml`` sets that changes results (not the cost estimates)."""
+    """A hash of what ``params/<profile>/zoo.yaml`` sets that changes results (not the cost
+    estimates)."""
     path = params_root() / profile / "zoo.yaml"
     if not path.exists():
         return ""
     recipes = _recipes(path, path.stat().st_mtime_ns)
-    payload = {name: {k: v for k, v in asdict(r).items() if k not in COST_FIELDS} for name, r in recipes.items()}
+    payload = {
+        name: {k: v for k, v in asdict(r).items() if k not in COST_FIELDS}
+        for name, r in recipes.items()
+    }
     return cache.config_key(payload)
 
 
 @functools.lru_cache(maxsize=8)
 def _dataset(r: Recipe) -> tuple[Data, Data]:
-    """(train, test) for a recipe: a seeded random split without overlap (CIFAR-10: the official split)."""
+    """(train, test) for a recipe: a seeded random split without overlap (CIFAR-10, SVHN: the
+    official splits)."""
     n = r.n_train + r.n_test
-    if r.dataset == "cifar10":
-        return _sample(cifar10("train"), r.n_train), _sample(cifar10("test"), r.n_test)
+    if r.dataset in ("cifar10", "svhn"):
+        load = cifar10 if r.dataset == "cifar10" else svhn
+        return _sample(load("train"), r.n_train), _sample(load("test"), r.n_test)
     if r.dataset == "dsprites":
-        full = dsprites(size=r.image_size or 64, n=n, seed=DATA_SEED)  # stored in index order: shuffle below
+        full = dsprites(
+            size=r.image_size or 64, n=n, seed=DATA_SEED
+        )  # stored in index order: shuffle below
     elif r.dataset == "swissroll":
         full = swiss_roll(n=n, seed=DATA_SEED)
     else:
@@ -292,14 +396,22 @@ def _dataset(r: Recipe) -> tuple[Data, Data]:
 
 def _sample(data: Data, n: int) -> Data:
     if n > len(data):
-        raise ZooError(f"the recipe wants {n} {data.name} images of split {data.meta.get('split')}, there are {len(data)}.")
+        raise ZooError(
+            f"the recipe wants {n} {data.name} images of split {data.meta.get('split')}, "
+            f"there are {len(data)}."
+        )
     if n == len(data):
         return data
-    return data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(DATA_SEED))[:n].sort().values)
+    return data.subset(
+        torch.randperm(len(data), generator=torch.Generator().manual_seed(DATA_SEED))[:n]
+        .sort()
+        .values
+    )
 
 
 def data(dataset: str, profile: str = "cpu", split: str = "train") -> Data:
-    """The images the zoo trains on (``split="train"``) or holds out for evaluation and attacks (``"test"``)."""
+    """The images the zoo trains on (``split="train"``) or holds out for evaluation and attacks
+    (``"test"``)."""
     if split not in SPLITS:
         raise ZooError(f"split must be one of {SPLITS}, got {split!r}.")
     train, test = _dataset(recipe(profile, dataset))
@@ -313,12 +425,24 @@ def data(dataset: str, profile: str = "cpu", split: str = "train") -> Data:
 def model_config(point: Point, r: Recipe, data_shape: tuple[int, ...]) -> ModelConfig:
     """The architecture and objective of a (resolved) zoo point."""
     net = "mlp" if len(data_shape) == 1 else "conv"
-    common = dict(beta=point.beta, data_shape=data_shape, net=net, mlp_hidden=r.mlp_hidden, tc_estimator=r.tc_estimator)
+    common = dict(
+        beta=point.beta,
+        data_shape=data_shape,
+        net=net,
+        mlp_hidden=r.mlp_hidden,
+        tc_estimator=r.tc_estimator,
+    )
     if point.family in LAYERED:
         latents, hidden = seatbelt_sizes(point.layers, r.seatbelt_latents, r.seatbelt_hidden)
-        return ModelConfig(kind="seatbelt", objective="beta_tcvae", latent_sizes=latents, hidden_sizes=hidden,
-                           likelihood_layers="all" if point.family == "seatbelt" else "bottom",
-                           free_bits=r.free_bits, **common)
+        return ModelConfig(
+            kind="seatbelt",
+            objective="beta_tcvae",
+            latent_sizes=latents,
+            hidden_sizes=hidden,
+            likelihood_layers="all" if point.family == "seatbelt" else "bottom",
+            free_bits=r.free_bits,
+            **common,
+        )
     objective = "beta_vae" if point.family == "beta-vae" else "beta_tcvae"
     return ModelConfig(kind="vae", objective=objective, latent_sizes=(point.latent,), **common)
 
@@ -336,27 +460,53 @@ def get(point: Point, profile: str = "cpu", *, device=None, cache_dir=None) -> T
     return fit(config, train, r.train_config(point), cache_dir=cache_dir, device=device)
 
 
-def model(family: str, dataset: str, *, beta: float = 1.0, latent: int | None = None, layers: int | None = None,
-          seed: int = 0, profile: str = "cpu", device=None, cache_dir=None) -> Trained:
+def model(
+    family: str,
+    dataset: str,
+    *,
+    beta: float = 1.0,
+    latent: int | None = None,
+    layers: int | None = None,
+    seed: int = 0,
+    profile: str = "cpu",
+    device=None,
+    cache_dir=None,
+) -> Trained:
     """``get(Point(family, dataset, beta, latent, layers, seed), profile)``."""
-    return get(Point(family, dataset, beta, latent, layers, seed), profile, device=device, cache_dir=cache_dir)
+    return get(
+        Point(family, dataset, beta, latent, layers, seed),
+        profile,
+        device=device,
+        cache_dir=cache_dir,
+    )
+
+
+def _model_entry(point: Point, profile: str, cache_dir) -> tuple[Path, dict[str, Any]]:
+    """Where ``point``'s model is cached, and the meta its entry must match (nothing is trained)."""
+    point, r, config, train = _prepare(point, profile)
+    return cache_entry(config, train, r.train_config(point), cache_dir)
 
 
 def is_cached(point: Point, profile: str = "cpu", *, cache_dir=None) -> bool:
-    point, r, config, train = _prepare(point, profile)
-    path, _ = cache_entry(config, train, r.train_config(point), cache_dir)
-    return (path / "meta.json").exists()
+    """Whether ``point``'s model is cached and sound. Read-only, for the plan: it trains, moves and
+    deletes nothing; a damaged entry is reported in a warning (and retrained by :func:`get`)."""
+    path, meta = _model_entry(point, profile, cache_dir)
+    return cache.is_complete(path, meta, cache.CHECKPOINT_FILES)
 
 
 # ---------------------------------------------------------------------------------------------
 # attack batteries
 
 
-def _battery_entry(request: BatteryRequest, profile: str, trained: Trained, cache_dir) -> tuple[Path, dict[str, Any], Data]:
+def _battery_entry(
+    request: BatteryRequest, profile: str, cache_dir
+) -> tuple[Path, dict[str, Any], Data]:
+    """Where a (resolved) request's battery is cached, its meta, and the attacked data; keyed by
+    the model's key, so neither a hit nor the plan needs the model."""
     attacked = data(request.point.dataset, profile, request.split)
     solver = _solver(request)
     meta = {
-        "model": trained.path.name if trained.path is not None else None,
+        "model": _model_entry(request.point, profile, cache_dir)[0].name,
         "protocol": asdict(request.protocol),
         "attacks": [asdict(a) for a in (request.attacks or request.protocol.attacks)],
         "solver": solver.name,
@@ -374,9 +524,19 @@ def _solver(request: BatteryRequest):
     return SOLVERS[request.solver](**dict(request.solver_options))
 
 
-def battery(point_or_request: Point | BatteryRequest, protocol: AttackProtocol | None = None, *, profile: str = "cpu",
-            solver: str = "batched", attacks=None, split: str = "test", keep_images: bool = True,
-            solver_options: dict[str, Any] | None = None, device=None, cache_dir=None) -> AttackResults:
+def battery(
+    point_or_request: Point | BatteryRequest,
+    protocol: AttackProtocol | None = None,
+    *,
+    profile: str = "cpu",
+    solver: str = "batched",
+    attacks=None,
+    split: str = "test",
+    keep_images: bool = True,
+    solver_options: dict[str, Any] | None = None,
+    device=None,
+    cache_dir=None,
+) -> AttackResults:
     """The attack results of a battery against a zoo model: from the cache, or run (then cached).
 
     Give a :class:`BatteryRequest`, or a :class:`Point` and a protocol with the request's options.
@@ -387,30 +547,54 @@ def battery(point_or_request: Point | BatteryRequest, protocol: AttackProtocol |
     else:
         if protocol is None:
             raise ZooError("battery(point, protocol): give the AttackProtocol to run.")
-        request = BatteryRequest(point_or_request, protocol, solver, attacks, split, keep_images,
-                                 tuple(sorted((solver_options or {}).items())))
+        request = BatteryRequest(
+            point_or_request,
+            protocol,
+            solver,
+            attacks,
+            split,
+            keep_images,
+            tuple(sorted((solver_options or {}).items())),
+        )
     r = recipe(profile, request.point.dataset)
     request = replace(request, point=request.point.resolve(r))
-    trained = get(request.point, profile, device=device, cache_dir=cache_dir)
-    path, meta, attacked = _battery_entry(request, profile, trained, cache_dir)
-    hit = cache.cached_object(path, meta)
-    if isinstance(hit, AttackResults):
-        return hit
-    pairs = np.asarray(request.pairs, dtype=np.int64) if request.pairs is not None else None
-    results = run_battery(trained.model, attacked, request.protocol, attacks=request.attacks, solver=_solver(request),
-                          name=request.point.label, pairs=pairs, keep_images=request.keep_images)
-    cache.save_object(path, results, meta)
-    return results
+    path, meta, attacked = _battery_entry(request, profile, cache_dir)
+
+    def run() -> AttackResults:
+        trained = get(request.point, profile, device=device, cache_dir=cache_dir)
+        pairs = np.asarray(request.pairs, dtype=np.int64) if request.pairs is not None else None
+        return run_battery(
+            trained.model,
+            attacked,
+            request.protocol,
+            attacks=request.attacks,
+            solver=_solver(request),
+            name=request.point.label,
+            pairs=pairs,
+            keep_images=request.keep_images,
+        )
+
+    def load(entry: Path) -> AttackResults:
+        stored = cache.load_entry(entry, meta)
+        return AttackResults.from_parts(
+            stored.frames["frame"], stored.tensors, stored.content["meta"]
+        )
+
+    def write(directory: Path, results: AttackResults) -> None:
+        frame, images, battery_meta = results.to_parts()
+        entry = cache.Entry(images, {"frame": frame}, {"meta": battery_meta})
+        cache.write_entry(directory, entry, meta)
+
+    return cache.through(path, load, run, write)[0]
 
 
 def battery_is_cached(request: BatteryRequest, profile: str = "cpu", *, cache_dir=None) -> bool:
+    """Whether a battery is cached and sound; read-only like :func:`is_cached`, and a cached
+    battery needs no model."""
     r = recipe(profile, request.point.dataset)
     request = replace(request, point=request.point.resolve(r))
-    if not is_cached(request.point, profile, cache_dir=cache_dir):
-        return False
-    trained = get(request.point, profile, cache_dir=cache_dir)
-    path, _, _ = _battery_entry(request, profile, trained, cache_dir)
-    return (path / "meta.json").exists()
+    path, meta, _ = _battery_entry(request, profile, cache_dir)
+    return cache.is_complete(path, meta, cache.ENTRY_FILES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,12 +605,15 @@ def training_minutes(point: Point, profile: str) -> float:
     """Estimated minutes to train ``point``: images seen over the recipe's measured images/s."""
     r = recipe(profile, point.dataset)
     point = point.resolve(r)
-    depth = 1 + 0.09 * (point.layers or 1)  # 32x32: a Seatbelt of L = 4 costs about +35% (bench/train_throughput.py)
+    depth = 1 + 0.09 * (
+        point.layers or 1
+    )  # 32x32: a Seatbelt of L = 4 costs about +35% (bench/train_throughput.py)
     return r.train_config(point).steps * r.batch_size / r.images_per_s * depth / 60
 
 
 def battery_minutes(request: BatteryRequest, profile: str) -> float:
-    """Estimated minutes of a battery: problems x evaluations per problem x the recipe's cost of one."""
+    """Estimated minutes of a battery: problems x evaluations per problem x the recipe's cost of
+    one."""
     r = recipe(profile, request.point.dataset)
     protocol = request.protocol
     attacks = request.attacks or protocol.attacks
@@ -434,4 +621,10 @@ def battery_minutes(request: BatteryRequest, profile: str) -> float:
     problems = n_pairs * len(protocol.lambda_values()) * len(attacks)
     solver = _solver(request)
     evaluations = min(getattr(solver, "max_evals", 1000), 1.2 * getattr(solver, "max_iter", 1000))
-    return problems * evaluations * r.attack_eval_ms / 1000 / 60
+    # The controls: the cap check runs up to 10x as long; the reference solves one problem at a
+    # time (about 10x the batched cost of an evaluation, bench/attacks.py) for about 300
+    # evaluations at the chapters' settings.
+    controls = len(attacks) * (
+        protocol.cap_check * 10 * evaluations + protocol.reference_check * 300 * REFERENCE_EVAL_COST
+    )
+    return (problems * evaluations + controls) * r.attack_eval_ms / 1000 / 60

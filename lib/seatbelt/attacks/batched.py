@@ -59,6 +59,8 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from enum import IntEnum
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -69,9 +71,25 @@ from .inference import inference_copy
 from .objectives import AttackObjective
 from .solvers import SolveResult
 
-STARTS = ("source", "target")
-RUNNING, PGTOL, FTOL, STALLED, MAX_ITER, MAX_EVALS, LINE_SEARCH, NON_FINITE = range(8)
-MESSAGES = {
+Start = Literal["source", "target"]
+STARTS: tuple[Start, ...] = get_args(Start)
+
+
+class Stop(IntEnum):
+    """A problem's status code: RUNNING until it stops, then why (:data:`MESSAGES`)."""
+
+    RUNNING = 0
+    PGTOL = 1
+    FTOL = 2
+    STALLED = 3
+    MAX_ITER = 4
+    MAX_EVALS = 5
+    LINE_SEARCH = 6
+    NON_FINITE = 7
+
+
+RUNNING, PGTOL, FTOL, STALLED, MAX_ITER, MAX_EVALS, LINE_SEARCH, NON_FINITE = Stop
+MESSAGES: dict[Stop, str] = {
     PGTOL: "converged: projected gradient <= pgtol",
     FTOL: "converged: relative reduction <= factr * eps",
     STALLED: "converged: stalled over the stall window",
@@ -103,7 +121,7 @@ class BatchedLBFGSB:
     stall_atol: float = 0.0
     share_lambda_path: bool = True
     polish_iter: int = 50
-    starts: tuple[str, ...] = ("source",)
+    starts: tuple[Start, ...] = ("source",)
     race_iter: int = 0
     inference_copy: bool = True
     memory_mb: float = 2048.0
@@ -111,7 +129,10 @@ class BatchedLBFGSB:
     def __post_init__(self):
         unknown = [s for s in self.starts if s not in STARTS]
         if unknown or not self.starts or len(set(self.starts)) != len(self.starts):
-            raise ValueError(f"starts must be distinct names from {STARTS}, e.g. ('source', 'target'); got {self.starts}.")
+            raise ValueError(
+                f"starts must be distinct names from {STARTS}, e.g. ('source', 'target'); got "
+                f"{self.starts}."
+            )
         object.__setattr__(self, "starts", tuple(self.starts))
 
     @property
@@ -143,9 +164,12 @@ class BatchedLBFGSB:
         the race keeps the cost of the second start to 20 iterations. The stall rule is looser
         than :meth:`fast`'s (1e-3 |f| over 20 iterations): with the better start it still ends
         below the reference at small lambda. bench/attacks.py measures it against the scipy
-        reference and against issue 13's goal.
+        reference and against its speed goal (at least 20x faster than the reference, and as
+        strong on at least 95% of problems).
         """
-        return cls.fast(**{"starts": ("source", "target"), "race_iter": 20, "stall_rtol": 1e-3, **changes})
+        return cls.fast(
+            **{"starts": ("source", "target"), "race_iter": 20, "stall_rtol": 1e-3, **changes}
+        )
 
     def solve(self, objective: AttackObjective, d0: Tensor) -> SolveResult:
         n_problems, shape = len(objective), d0.shape[1:]
@@ -163,8 +187,8 @@ class BatchedLBFGSB:
         # each problem keeps its best start; the work of all its starts is its cost
         best = _best_rows(run.f, len(self.starts))
         if self.share_lambda_path and objective.groups is not None:
-            # every row offers its distortion to the path, but only the leaders take one and polish it:
-            # a second start polished as well would mostly repeat its leader's work
+            # every row offers its distortion to the path, but only the leaders take one and polish
+            # it: a second start polished as well would mostly repeat its leader's work
             adopted = run.adopt_best_of_path(best)
             if len(adopted) and self.polish_iter > 0:
                 run.minimise(adopted, self.polish_iter)
@@ -175,15 +199,20 @@ class BatchedLBFGSB:
 
         status = [MESSAGES[int(code)] for code in run.status[best].cpu()]
         return SolveResult(
-            run.d[best].view(n_problems, *shape), total(run.iterations), total(run.evaluations),
-            total(run.seconds), status,
+            run.d[best].view(n_problems, *shape),
+            total(run.iterations),
+            total(run.evaluations),
+            total(run.seconds),
+            status,
         )
 
 
 def _best_rows(f: Tensor, n_starts: int) -> Tensor:
     """Each problem's row with the lowest objective (row s P + p is problem p from start s)."""
     n_problems = len(f) // n_starts
-    return f.view(n_starts, n_problems).argmin(0) * n_problems + torch.arange(n_problems, device=f.device)
+    return f.view(n_starts, n_problems).argmin(0) * n_problems + torch.arange(
+        n_problems, device=f.device
+    )
 
 
 class _Run:
@@ -197,7 +226,10 @@ class _Run:
         copies = n_problems // len(objective)
         self.problem_of = torch.arange(n_problems, device=device) % len(objective)
         self.item_shape = objective.sources.shape[1:]
-        self.lower, self.upper = objective.lower.flatten(1).repeat(copies, 1), objective.upper.flatten(1).repeat(copies, 1)
+        self.lower, self.upper = (
+            objective.lower.flatten(1).repeat(copies, 1),
+            objective.upper.flatten(1).repeat(copies, 1),
+        )
         self.lambdas = objective.lambdas.repeat(copies)
         self.groups = objective.groups.repeat(copies) if objective.groups is not None else None
         self.d = torch.clamp(start, self.lower, self.upper)
@@ -238,8 +270,13 @@ class _Run:
         cfg, st = self.cfg, self.slots
         live = slice(0, m)
         fresh, d = st.fresh[live].clone(), st.d[live]
-        trial = torch.where(fresh[:, None], d,
-                            torch.clamp(d + st.step[live, None] * st.direction[live], st.lower[live], st.upper[live]))
+        trial = torch.where(
+            fresh[:, None],
+            d,
+            torch.clamp(
+                d + st.step[live, None] * st.direction[live], st.lower[live], st.upper[live]
+            ),
+        )
         f_trial, div_trial, g_trial = self.objective.value_and_grad(
             trial.view(m, *self.item_shape), self.problem_of[st.problem[live]]
         )
@@ -262,7 +299,8 @@ class _Run:
             self._backtrack(rows[rejected], f_trial[rejected], decrease[rejected], finite[rejected])
 
     def _accept(self, acc, trial, f_new, div_new, g_new, s, fresh) -> None:
-        """Take the trial point of the live slots where ``acc``; the other arguments cover every live slot."""
+        """Take the trial point of the live slots where ``acc``; the other arguments cover every
+        live slot."""
         cfg, st = self.cfg, self.slots
         m = len(acc)
         live, rows, keep = slice(0, m), torch.arange(m, device=acc.device), acc[:, None]
@@ -290,11 +328,17 @@ class _Run:
         if cfg.stall_window > 0:
             checkpoint = stepped & (st.iterations[live] % cfg.stall_window == 0)
             progress = st.f_checkpoint[live] - f_new
-            stalled = checkpoint & (progress <= cfg.stall_rtol * f_new.abs() + cfg.stall_atol * st.f_start[live].abs())
+            stalled = checkpoint & (
+                progress <= cfg.stall_rtol * f_new.abs() + cfg.stall_atol * st.f_start[live].abs()
+            )
             code.masked_fill_(stalled, STALLED)
             st.f_checkpoint[live] = torch.where(checkpoint, f_new, st.f_checkpoint[live])
         # a step that leaves f unchanged in the model's precision: reset the memory and retry once
-        no_change = stepped & (f_old - f_new <= self.ftol * torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new)))
+        no_change = stepped & (
+            f_old - f_new
+            <= self.ftol
+            * torch.maximum(torch.maximum(f_old.abs(), f_new.abs()), torch.ones_like(f_new))
+        )
         retry = no_change & ~st.retried[live]
         code.masked_fill_(no_change & ~retry, FTOL)
         code.masked_fill_(projected.abs().amax(-1) <= cfg.pgtol, PGTOL)
@@ -330,7 +374,12 @@ class _Run:
             self._new_direction(turning)
         shrink = ~failed & ~out_of_evals
         if shrink.any():
-            a, f_trial, decrease, finite = a[shrink], f_trial[shrink], decrease[shrink], finite[shrink]
+            a, f_trial, decrease, finite = (
+                a[shrink],
+                f_trial[shrink],
+                decrease[shrink],
+                finite[shrink],
+            )
             t = st.step[a]
             # minimiser of the quadratic through f(0), f'(0) and f(t), kept within [0.1 t, 0.5 t]
             curvature = f_trial - st.f[a] - decrease
@@ -349,7 +398,9 @@ class _Run:
         if not_descent.any():
             st.forget(torch.nonzero(not_descent).flatten())
             steepest = g[not_descent].masked_fill(held[not_descent], 0.0)
-            p[not_descent] = -steepest / steepest.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(g.dtype).tiny)
+            p[not_descent] = -steepest / steepest.norm(dim=-1, keepdim=True).clamp_min(
+                torch.finfo(g.dtype).tiny
+            )
         st.direction[live] = torch.where(turning[:, None], p, st.direction[live])
         st.step[live] = torch.where(turning, 1.0, st.step[live])
         st.backtracks[live] = torch.where(turning, 0, st.backtracks[live])
@@ -357,7 +408,11 @@ class _Run:
     def _finish(self, a: Tensor, code: int) -> None:
         st = self.slots
         problems = st.problem[a]
-        self.d[problems], self.f[problems], self.divergence[problems] = st.d[a], st.f[a], st.divergence[a]
+        self.d[problems], self.f[problems], self.divergence[problems] = (
+            st.d[a],
+            st.f[a],
+            st.divergence[a],
+        )
         self.iterations[problems] += st.iterations[a]
         self.evaluations[problems] += st.evaluations[a]
         self.status[problems] = code
@@ -391,10 +446,12 @@ class _Run:
 
 
 class _Slots:
-    """The optimiser state of the problems being minimised, one row per slot; the first ``live`` slots
-    hold problems (:meth:`compact` keeps them there)."""
+    """The optimiser state of the problems being minimised, one row per slot; the first ``live``
+    slots hold problems (:meth:`compact` keeps them there)."""
 
-    def __init__(self, n_slots: int, n: int, history: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, n_slots: int, n: int, history: int, dtype: torch.dtype, device: torch.device
+    ):
         def zeros(*shape, dtype=dtype):
             return torch.zeros(*shape, dtype=dtype, device=device)
 
@@ -408,21 +465,28 @@ class _Slots:
         self.s, self.y = zeros(n_slots, history, n), zeros(n_slots, history, n)
         self.count = zeros(n_slots, dtype=torch.long)
         self.head = zeros(n_slots, dtype=torch.long)
-        self.backtracks, self.iterations, self.evaluations = (zeros(n_slots, dtype=torch.long) for _ in range(3))
+        self.backtracks, self.iterations, self.evaluations = (
+            zeros(n_slots, dtype=torch.long) for _ in range(3)
+        )
         self.fresh = zeros(n_slots, dtype=torch.bool)
 
     def load(self, problem: int, run: _Run) -> None:
         """Put ``problem`` in the first free slot, with a fresh start and an empty memory."""
         slot, self.live = self.live, self.live + 1
         self.problem[slot] = problem
-        self.d[slot], self.lower[slot], self.upper[slot] = run.d[problem], run.lower[problem], run.upper[problem]
+        self.d[slot], self.lower[slot], self.upper[slot] = (
+            run.d[problem],
+            run.lower[problem],
+            run.upper[problem],
+        )
         self.fresh[slot] = True
         self.retried[slot] = False
         self.forget(torch.tensor([slot], device=self.d.device))
         self.backtracks[slot] = self.iterations[slot] = self.evaluations[slot] = 0
 
     def compact(self) -> None:
-        """Move the last live slots into the holes finished problems left, so the live ones come first."""
+        """Move the last live slots into the holes finished problems left, so the live ones come
+        first."""
         alive = self.problem[: self.live] >= 0
         n_alive = int(alive.sum())
         if n_alive < self.live:
@@ -455,10 +519,11 @@ class _Slots:
 
         The two-loop recursion (Nocedal and Wright 2006, Alg 7.4) in its compact form (Byrd,
         Nocedal and Schnabel 1994, Theorem 2.2), which gives the same vector from the memory's
-        inner products: with S, Y the pairs oldest first, R the upper triangle of S'Y, D its diagonal
-        and H0 = gamma I (gamma = s'y / y'y of the newest pair),
+        inner products: with S, Y the pairs oldest first, R the upper triangle of S'Y, D its
+        diagonal and H0 = gamma I (gamma = s'y / y'y of the newest pair),
 
-            H q = gamma q + S v - gamma Y u,   u = R^-1 S'q,   v = R^-T ((D + gamma Y'Y) u - gamma Y'q).
+            H q = gamma q + S v - gamma Y u,
+            u = R^-1 S'q,   v = R^-T ((D + gamma Y'Y) u - gamma Y'q).
 
         The products over the n variables are four batched Gram products and two for the result;
         the rest is (slots, depth, depth) algebra in float64, two triangular solves instead of
@@ -491,7 +556,11 @@ class _Slots:
         zero = torch.zeros((), dtype=torch.float64, device=g.device)
         r_upper = torch.where(pairs, gram, zero).triu() + torch.diag_embed((~valid).double())
         yy_g = torch.where(pairs, yy_g, zero)
-        sq, yq, sy = torch.where(valid, sq, zero), torch.where(valid, yq, zero), torch.where(valid, sy, zero)
+        sq, yq, sy = (
+            torch.where(valid, sq, zero),
+            torch.where(valid, yq, zero),
+            torch.where(valid, sy, zero),
+        )
         newest = depth - 1 - valid.flip(-1).to(torch.uint8).argmax(-1, keepdim=True)
         gamma = torch.where(
             valid.any(-1),

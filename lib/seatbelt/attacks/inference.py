@@ -33,7 +33,10 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
 _FOLDABLE = {
     nn.Conv2d: (nn.BatchNorm2d, lambda layer, bn: fuse_conv_bn_eval(layer, bn)),
-    nn.ConvTranspose2d: (nn.BatchNorm2d, lambda layer, bn: fuse_conv_bn_eval(layer, bn, transpose=True)),
+    nn.ConvTranspose2d: (
+        nn.BatchNorm2d,
+        lambda layer, bn: fuse_conv_bn_eval(layer, bn, transpose=True),
+    ),
     nn.Linear: (nn.BatchNorm1d, fuse_linear_bn_eval),
 }
 
@@ -77,17 +80,28 @@ class UnfoldedConv(nn.Module):
 
     @staticmethod
     def applies(layer: nn.Module) -> bool:
-        return (type(layer) is nn.Conv2d and layer.in_channels == 1 and layer.groups == 1
-                and layer.padding_mode == "zeros" and isinstance(layer.padding, tuple))
+        return (
+            type(layer) is nn.Conv2d
+            and layer.in_channels == 1
+            and layer.groups == 1
+            and layer.padding_mode == "zeros"
+            and isinstance(layer.padding, tuple)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.layer
         height, width = (
             (size + 2 * pad - dil * (k - 1) - 1) // stride + 1
-            for size, pad, dil, k, stride in zip(x.shape[-2:], c.padding, c.dilation, c.kernel_size, c.stride)
+            for size, pad, dil, k, stride in zip(
+                x.shape[-2:], c.padding, c.dilation, c.kernel_size, c.stride
+            )
         )
         cols = F.unfold(x, c.kernel_size, dilation=c.dilation, padding=c.padding, stride=c.stride)
         # one (B * positions, k) x (k, out) product: a batched one over B runs several times slower
         cols = cols.transpose(1, 2).reshape(-1, self.weight_t.shape[0])
-        out = cols @ self.weight_t if self.bias is None else torch.addmm(self.bias, cols, self.weight_t)
+        out = (
+            cols @ self.weight_t
+            if self.bias is None
+            else torch.addmm(self.bias, cols, self.weight_t)
+        )
         return out.view(len(x), height, width, -1).permute(0, 3, 1, 2)

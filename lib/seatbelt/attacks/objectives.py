@@ -10,8 +10,12 @@ distortion d with x + d inside the data range [-1, 1]. Objectives:
 * output attack (Eq 2, Kos et al. 2018): the negative beta = 1 ELBO of the target under the
   posterior of the distorted input,
       Delta(d) = -(E_q(z|x+d)[log p(x_t | z)] - KL(q(z | x + d) || p(z))) + lambda ||d||^2.
+* reconstruction attack ("recon", the output attack of Gondim-Ribeiro, Tabacof and Valle 2018):
+  the squared L2 distance between the reconstruction of x + d and the target,
+      Delta(d) = ||recon(x + d) - x_t||^2 + lambda ||d||^2,
+  with recon(.) the likelihood mean at the posterior means.
 
-Both are evaluated deterministically: every layer of the chain is conditioned on the means of
+All are evaluated deterministically: every layer of the chain is conditioned on the means of
 the layer below (``encode(sample=False)``), and the output attack's expectation is taken at the
 posterior means (``model.elbo(x + d, target=x_t, sample=False)``). A sampled objective would
 make every evaluation noisy and break the line searches of quasi-Newton solvers; the sampled
@@ -25,14 +29,20 @@ lets one forward and backward pass serve a whole battery.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from ..gaussian import kl, w2
 
-ATTACK_KINDS = ("kl", "w2", "output")
-LAYER_NAMES = ("all", "bottom", "top")
+AttackKind = Literal["kl", "w2", "output", "recon"]
+OutputKind = Literal["output", "recon"]  # attacks on what the model outputs, through every layer
+LayerName = Literal["all", "bottom", "top"]
+
+ATTACK_KINDS: tuple[AttackKind, ...] = get_args(AttackKind)
+OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
+LAYER_NAMES: tuple[LayerName, ...] = get_args(LayerName)
 _DIVERGENCES = {"kl": kl, "w2": w2}
 
 
@@ -40,14 +50,15 @@ _DIVERGENCES = {"kl": kl, "w2": w2}
 class Attack:
     """Which objective, on which latent layers.
 
-    kind:   "kl" or "w2" (latent attacks, Eqs 1 and 10) or "output" (Eq 2).
+    kind:   "kl" or "w2" (latent attacks, Eqs 1 and 10), "output" (Eq 2) or "recon" (L2 between
+            the reconstruction and the target, Gondim-Ribeiro et al. 2018).
     layers: "all" (the paper's default, Eq 10), "bottom" (z_1), "top" (z_L), or layer numbers
             as the paper writes them, 1-based: (1,) is z_1, (1, 3) attacks z_1 and z_3.
             The output attack uses the whole model and takes "all" only.
     """
 
-    kind: str = "kl"
-    layers: str | tuple[int, ...] = "all"
+    kind: AttackKind = "kl"
+    layers: LayerName | tuple[int, ...] = "all"
 
     def __post_init__(self):
         if self.kind not in ATTACK_KINDS:
@@ -55,21 +66,24 @@ class Attack:
         if isinstance(self.layers, str):
             if self.layers not in LAYER_NAMES:
                 raise ValueError(
-                    f"unknown layer selection {self.layers!r}; use one of {LAYER_NAMES} or a tuple of "
-                    "1-based layer numbers such as (1, 3)."
+                    f"unknown layer selection {self.layers!r}; use one of {LAYER_NAMES} or a tuple "
+                    "of 1-based layer numbers such as (1, 3)."
                 )
         else:
             numbers = tuple(sorted({int(i) for i in self.layers}))
             if not numbers or numbers[0] < 1:
                 raise ValueError(
-                    f"layer numbers are 1-based like the paper's z_1..z_L and must not be empty; got {self.layers}."
+                    "layer numbers are 1-based like the paper's z_1..z_L and must not be empty; "
+                    f"got {self.layers}."
                 )
             object.__setattr__(self, "layers", numbers)
-        if self.kind == "output" and self.layers != "all":
-            raise ValueError(f"the output attack uses every layer; got layers={self.layers!r}, use 'all'.")
+        if self.kind in OUTPUT_KINDS and self.layers != "all":
+            raise ValueError(
+                f"the {self.kind} attack uses every layer; got layers={self.layers!r}, use 'all'."
+            )
 
     @classmethod
-    def coerce(cls, attack: "Attack | str") -> "Attack":
+    def coerce(cls, attack: "Attack | AttackKind") -> "Attack":
         """An :class:`Attack`, or a kind name meaning that attack on all layers."""
         return attack if isinstance(attack, Attack) else cls(attack)
 
@@ -89,22 +103,24 @@ class Attack:
             return (n_layers - 1,)
         if self.layers[-1] > n_layers:
             raise ValueError(
-                f"attack on layers {self.layers_label} needs a model with at least {self.layers[-1]} latent layers; "
-                f"this model has {n_layers}."
+                f"attack on layers {self.layers_label} needs a model with at least "
+                f"{self.layers[-1]} latent layers; this model has {n_layers}."
             )
         return tuple(i - 1 for i in self.layers)
 
 
 def check_model(model, attack: Attack) -> None:
     """Raise before any optimisation if ``model`` cannot serve ``attack``."""
-    needed = ("encode", "n_layers") + (("elbo",) if attack.kind == "output" else ())
+    needed = ("encode", "n_layers") + {"output": ("elbo",), "recon": ("decode",)}.get(
+        attack.kind, ()
+    )
     missing = [name for name in needed if not hasattr(model, name)]
     if missing:
         raise TypeError(
-            f"the {attack.kind} attack needs a model with {needed} (the seatbelt.models interface); "
-            f"{type(model).__name__} lacks {missing}."
+            f"the {attack.kind} attack needs a model with {needed} (the seatbelt.models "
+            f"interface); {type(model).__name__} lacks {missing}."
         )
-    if attack.kind != "output":
+    if attack.kind not in OUTPUT_KINDS:
         attack.layer_indices(model.n_layers)
 
 
@@ -117,15 +133,26 @@ class AttackObjective:
     selecting the problems that ``d`` holds, so solvers can evaluate any subset of the stack.
     """
 
-    def __init__(self, model, attack: Attack, sources: Tensor, targets: Tensor, lambdas: Tensor,
-                 groups: Tensor | None = None):
+    def __init__(
+        self,
+        model,
+        attack: Attack,
+        sources: Tensor,
+        targets: Tensor,
+        lambdas: Tensor,
+        groups: Tensor | None = None,
+    ):
         check_model(model, attack)
         if sources.shape != targets.shape:
             raise ValueError(
-                f"sources {tuple(sources.shape)} and targets {tuple(targets.shape)} must have the same shape."
+                f"sources {tuple(sources.shape)} and targets {tuple(targets.shape)} must have the "
+                "same shape."
             )
         if lambdas.shape != sources.shape[:1]:
-            raise ValueError(f"need one lambda per problem: {len(sources)} problems, lambdas of shape {tuple(lambdas.shape)}.")
+            raise ValueError(
+                f"need one lambda per problem: {len(sources)} problems, lambdas of shape "
+                f"{tuple(lambdas.shape)}."
+            )
         if bool((lambdas < 0).any()) or not bool(torch.isfinite(lambdas).all()):
             raise ValueError(f"lambda must be finite and >= 0; got min {float(lambdas.min())}.")
         self.model = model
@@ -134,10 +161,10 @@ class AttackObjective:
         self.targets = targets
         self.lambdas = lambdas.to(sources)
         self.groups = groups
-        self.layers = () if attack.kind == "output" else attack.layer_indices(model.n_layers)
+        self.layers = () if attack.kind in OUTPUT_KINDS else attack.layer_indices(model.n_layers)
         self.lower = -1.0 - sources
         self.upper = 1.0 - sources
-        if attack.kind != "output":
+        if attack.kind not in OUTPUT_KINDS:
             with torch.no_grad():
                 posteriors = model.encode(targets, sample=False).posteriors
             self.target_posteriors = [posteriors[i].detach() for i in self.layers]
@@ -147,7 +174,16 @@ class AttackObjective:
 
     def with_model(self, model) -> "AttackObjective":
         """The same problems evaluated by another model (e.g. :func:`.inference.inference_copy`)."""
-        return AttackObjective(model, self.attack, self.sources, self.targets, self.lambdas, self.groups)
+        return AttackObjective(
+            model, self.attack, self.sources, self.targets, self.lambdas, self.groups
+        )
+
+    def subset(self, idx: Tensor) -> "AttackObjective":
+        """The problems ``idx`` as a stack of their own (e.g. to re-solve a sample of them)."""
+        groups = self.groups[idx] if self.groups is not None else None
+        return AttackObjective(
+            self.model, self.attack, self.sources[idx], self.targets[idx], self.lambdas[idx], groups
+        )
 
     def _take(self, t: Tensor, idx: Tensor | None) -> Tensor:
         return t if idx is None else t[idx]
@@ -157,6 +193,9 @@ class AttackObjective:
         x = self._take(self.sources, idx) + d
         if self.attack.kind == "output":
             return -self.model.elbo(x, target=self._take(self.targets, idx), sample=False)
+        if self.attack.kind == "recon":
+            recon = self.model.decode(self.model.encode(x, sample=False).z)
+            return (recon - self._take(self.targets, idx)).flatten(1).pow(2).sum(-1)
         posteriors = self.model.encode(x, sample=False).posteriors
         r = _DIVERGENCES[self.attack.kind]
         total = torch.zeros(len(d), dtype=d.dtype, device=d.device)

@@ -78,8 +78,12 @@ class ScipyLBFGSB:
 
             began = time.perf_counter()
             result = scipy.optimize.minimize(
-                fun, np.clip(start[p], lower[p], upper[p]), jac=True, method="L-BFGS-B",
-                bounds=scipy.optimize.Bounds(lower[p], upper[p]), options=options,
+                fun,
+                np.clip(start[p], lower[p], upper[p]),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=scipy.optimize.Bounds(lower[p], upper[p]),
+                options=options,
             )
             seconds[p] = time.perf_counter() - began
             found[p], iterations[p], evaluations[p] = result.x, result.nit, result.nfev

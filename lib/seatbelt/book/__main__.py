@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from functools import partial
@@ -11,16 +12,43 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from . import browser, clean, publish, render, runner, sweep, toc
+from . import browser, clean, layout, publish, render, runner, sweep, toc
 from . import params as P
 
 log = partial(print, flush=True)
+# Paths the library and the kernels read from the environment. Kernels run from their notebook's
+# folder (book/), the plan and the zoo from here: a relative path must mean one folder for both.
+PATH_VARIABLES = ("SEATBELT_CACHE", "SEATBELT_DATA", "SEATBELT_PARAMS")
+
+
+def absolute_paths() -> None:
+    """Make the :data:`PATH_VARIABLES` that are set absolute (``~`` expanded, relative to the
+    current folder), before any kernel starts: the kernels inherit them."""
+    for name in PATH_VARIABLES:
+        if os.environ.get(name):
+            os.environ[name] = os.path.abspath(os.path.expanduser(os.environ[name]))
+
+
+def zoo_minutes(root: Path, profile: str, todo: list[layout.Job]) -> dict[str, float]:
+    """The build's ETA: the plan's minutes for the chapters about to run."""
+    from . import plan  # imports the zoo (and torch): only a build with chapters to run pays
+
+    return plan.estimates(root, profile, todo, log)
 
 
 def build(root: Path, args: argparse.Namespace) -> Path | None:
-    """Execute the changed chapters and render; the HTML folder, or None when a chapter failed."""
+    """Execute the changed chapters and render; the HTML folder, or None when a chapter failed.
+
+    The caller holds the profile's build lock."""
     start = time.perf_counter()
-    outcomes = runner.run(root, args.profile, force=args.force, only=tuple(args.only), log=log)
+    outcomes = runner.run(
+        root,
+        args.profile,
+        force=args.force,
+        only=tuple(args.only),
+        log=log,
+        estimate=partial(zoo_minutes, root, args.profile),
+    )
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         log(f"{len(failed)} chapter(s) failed; the book was not rendered:")
@@ -38,27 +66,40 @@ def page_check(root: Path, profile: str, html: Path, required: bool) -> int:
     else one line saying how to enable it (the book is built all the same)."""
     if not required and browser.find_chromium() is None:
         where = "" if html == render.html_dir(root, profile) else f" --html {html}"
-        log(f"page check skipped: no Chromium or Chrome found. To enable it, {browser.HOW_TO_GET_ONE}, "
-            f"then run `python -m seatbelt.book check --profile {profile}{where}`.")
+        log(
+            "page check skipped: no Chromium or Chrome found. To enable it, "
+            f"{browser.HOW_TO_GET_ONE}, then run `python -m seatbelt.book check --profile "
+            f"{profile}{where}`."
+        )
         return 0
-    problems = browser.check_book(root, runner.site_dir(root, profile), html)
+    problems = browser.check_book(root, layout.site_dir(root, profile), html)
     for p in problems:
         log(f"  {p}")
-    log(f"chromium check of {html}: "
-        f"{'FAILED' if problems else 'every page loads offline, typesets its maths, shows its figures and no error'}")
+    verdict = (
+        "FAILED"
+        if problems
+        else "every page loads offline, typesets its maths, shows its figures and no error"
+    )
+    log(f"chromium check of {html}: {verdict}")
     return 1 if problems else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     root = toc.find_root(args.root)
-    html = build(root, args)
-    if html is None:
-        return 1
-    return page_check(root, args.profile, html, required=False) if args.check else 0
+    with runner.build_lock(root, args.profile):
+        html = build(root, args)
+        if html is None:
+            return 1
+        return page_check(root, args.profile, html, required=False) if args.check else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     root = toc.find_root(args.root)
+    with runner.build_lock(root, args.profile):
+        return _publish(root, args)
+
+
+def _publish(root: Path, args: argparse.Namespace) -> int:
     if not args.no_build and build(root, args) is None:
         return 1
     out = publish.publish(root, args.profile, args.out)
@@ -79,8 +120,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         output = runner.run_notebook(args.notebook, overrides, out, args.profile)
-    except Exception as e:  # papermill's error names the cell; the partial notebook stays for reading
-        log(f"FAILED after {time.perf_counter() - start:.1f} s: {runner.describe_failure(e, out / args.notebook.name)}")
+    except (
+        Exception
+    ) as e:  # papermill's error names the cell; the partial notebook stays for reading
+        log(
+            f"FAILED after {time.perf_counter() - start:.1f} s: "
+            f"{runner.describe_failure(e, out / args.notebook.name)}"
+        )
         return 1
     log(f"ran in {time.perf_counter() - start:.1f} s: {output}, results in {out / 'results'}")
     return 0
@@ -95,7 +141,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     root = toc.find_root(args.root)
     for profile in P.PROFILES if args.profile == "all" else (args.profile,):
-        jobs = runner.plan(root, profile)
+        jobs = layout.jobs(root, profile)
         log(f"{profile}: parameters of {len(jobs)} notebook(s) fit their declarations")
     return 0
 
@@ -113,7 +159,11 @@ def cmd_toc(args: argparse.Namespace) -> int:
     if problems:
         raise P.ParameterError("\n".join(problems))
     for _, path in toc.notebooks(root):
-        print(path.relative_to(Path.cwd().resolve()) if path.is_relative_to(Path.cwd().resolve()) else path)
+        print(
+            path.relative_to(Path.cwd().resolve())
+            if path.is_relative_to(Path.cwd().resolve())
+            else path
+        )
     return 0
 
 
@@ -128,26 +178,16 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .. import zoo
     from . import plan  # imports the zoo (and torch): only the commands that need it pay
 
-    try:
-        plan.report(toc.find_root(args.root), args.profile, log=log)
-    except zoo.ZooError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    plan.report(toc.find_root(args.root), args.profile, log=log)
     return 0
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from .. import zoo
     from . import plan
 
-    try:
-        table = plan.build_zoo(toc.find_root(args.root), args.profile, dask=args.dask, log=log)
-    except zoo.ZooError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    table = plan.build_zoo(toc.find_root(args.root), args.profile, dask=args.dask, log=log)
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     log(f"zoo at {args.profile}: {len(table) - failed}/{len(table)} models ready")
     return 1 if failed else 0
@@ -155,9 +195,14 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     grid = sweep.merge_grids(args.grid, args.grid_file)
-    table = sweep.sweep(args.notebook, grid, args.out, profile=args.profile, dask=args.dask, log=log)
+    table = sweep.sweep(
+        args.notebook, grid, args.out, profile=args.profile, dask=args.dask, log=log
+    )
     failed = int((table["status"] != "ok").sum())
-    log(f"{len(table) - failed}/{len(table)} points ran; tables in {Path(args.out) / 'tables'}, points in {Path(args.out) / 'points.csv'}")
+    log(
+        f"{len(table) - failed}/{len(table)} points ran; tables in {Path(args.out) / 'tables'}, "
+        f"points in {Path(args.out) / 'points.csv'}"
+    )
     return 1 if failed else 0
 
 
@@ -170,31 +215,58 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", choices=P.PROFILES, default="cpu")
     b.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
     b.add_argument("--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)")
-    b.add_argument("--check", action="store_true",
-                   help="then check the pages in headless Chromium (skipped, with a note, when there is none)")
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="then check the pages in headless Chromium (skipped, with a note, when there is none)",
+    )
     b.set_defaults(func=cmd_build)
 
-    pu = sub.add_parser("publish", help="build, then copy the book into a self-contained static site")
+    pu = sub.add_parser(
+        "publish", help="build, then copy the book into a self-contained static site"
+    )
     pu.add_argument("--profile", choices=P.PROFILES, default="cpu")
     pu.add_argument("--out", type=Path, help="the site's folder (default _build/publish)")
     pu.add_argument("--force", action="store_true", help="re-execute even unchanged chapters")
-    pu.add_argument("--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)")
-    pu.add_argument("--no-build", action="store_true", help="publish the last rendered book as it is")
-    pu.add_argument("--check", action="store_true", help="then check the published pages in headless Chromium")
+    pu.add_argument(
+        "--only", nargs="+", default=[], help="execute only these chapters (e.g. intro)"
+    )
+    pu.add_argument(
+        "--no-build", action="store_true", help="publish the last rendered book as it is"
+    )
+    pu.add_argument(
+        "--check", action="store_true", help="then check the published pages in headless Chromium"
+    )
     pu.set_defaults(func=cmd_publish)
 
     r = sub.add_parser("run", help="run one notebook with your own parameters")
     r.add_argument("notebook", type=Path)
-    r.add_argument("-p", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
-                   help="a parameter (VALUE read as YAML: 8 is an int, 8.0 a float); repeat")
-    r.add_argument("--profile", choices=P.PROFILES, default="smoke", help="base parameters under -p")
-    r.add_argument("--out", type=Path, help="where the executed notebook and results go (default _build/run/<name>)")
+    r.add_argument(
+        "-p",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("KEY", "VALUE"),
+        help="a parameter (VALUE read as YAML: 8 is an int, 8.0 a float); repeat",
+    )
+    r.add_argument(
+        "--profile", choices=P.PROFILES, default="smoke", help="base parameters under -p"
+    )
+    r.add_argument(
+        "--out",
+        type=Path,
+        help="where the executed notebook and results go (default _build/run/<name>)",
+    )
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="check the rendered pages in headless Chromium")
     c.add_argument("--profile", choices=P.PROFILES, default="cpu")
-    c.add_argument("--html", type=Path, help="the folder to check (default: the profile's rendered book; "
-                                                "_build/publish for the published one)")
+    c.add_argument(
+        "--html",
+        type=Path,
+        help="the folder to check (default: the profile's rendered book; "
+        "_build/publish for the published one)",
+    )
     c.set_defaults(func=cmd_check)
 
     v = sub.add_parser("validate", help="validate every chapter's parameters without executing")
@@ -210,10 +282,16 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser("clean", help="clear notebooks' outputs except nbval's references")
     k.add_argument("notebooks", type=Path, nargs="+")
-    k.add_argument("--references", action="store_true", help="execute at smoke defaults and store new references")
+    k.add_argument(
+        "--references",
+        action="store_true",
+        help="execute at smoke defaults and store new references",
+    )
     k.set_defaults(func=cmd_clean)
 
-    pl = sub.add_parser("plan", help="list every chapter's models and batteries, what is cached, and the minutes")
+    pl = sub.add_parser(
+        "plan", help="list every chapter's models and batteries, what is cached, and the minutes"
+    )
     pl.add_argument("--profile", choices=P.PROFILES, default="cpu")
     pl.set_defaults(func=cmd_plan)
 
@@ -224,20 +302,47 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run one notebook over a grid of parameters")
     s.add_argument("notebook", type=Path)
-    s.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="repeat for each key")
-    s.add_argument("--grid-file", action="append", default=[], metavar="YAML", help="a mapping key -> list of values")
+    s.add_argument(
+        "--grid", action="append", default=[], metavar="KEY=V1,V2", help="repeat for each key"
+    )
+    s.add_argument(
+        "--grid-file",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="a mapping key -> list of values",
+    )
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--profile", choices=P.PROFILES, default="smoke", help="base parameters under the grid")
+    s.add_argument(
+        "--profile", choices=P.PROFILES, default="smoke", help="base parameters under the grid"
+    )
     s.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
     s.set_defaults(func=cmd_sweep)
     return top
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that are the user's to fix, shown as one line. The zoo's counts where it was
+    imported (importing it costs torch; a zoo that was not imported raised nothing)."""
+    zoo = sys.modules.get("seatbelt.zoo")
+    return (
+        P.ParameterError,
+        FileNotFoundError,
+        render.RenderError,
+        publish.PublishError,
+        runner.BuildBusy,
+        *((zoo.ZooError,) if zoo else ()),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    absolute_paths()
     try:
         return args.func(args)
-    except (P.ParameterError, FileNotFoundError, render.RenderError, publish.PublishError) as e:
+    except Exception as e:
+        if not isinstance(e, user_errors()):
+            raise
         print(f"error: {e}", file=sys.stderr)
         return 2
 

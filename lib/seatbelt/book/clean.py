@@ -26,7 +26,8 @@ def is_reference(cell: nbformat.NotebookNode) -> bool:
 
 
 def problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
-    """Why a notebook is not clean: outputs outside reference cells, references missing or not text."""
+    """Why a notebook is not clean: outputs outside reference cells, references missing or not
+    text."""
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -35,7 +36,9 @@ def problems(nb: nbformat.NotebookNode, name: str) -> list[str]:
             if not cell.outputs or cell.execution_count is None:
                 found.append(f"{name} cell {i}: marked {MARKER} but has no stored reference output")
             elif any(o.output_type != "stream" for o in cell.outputs):
-                found.append(f"{name} cell {i}: a reference output must be printed text (print(...))")
+                found.append(
+                    f"{name} cell {i}: a reference output must be printed text (print(...))"
+                )
         elif cell.outputs or cell.execution_count is not None:
             found.append(f"{name} cell {i}: has outputs; clear them")
     return found

@@ -2,14 +2,17 @@
 
     python -m seatbelt.book publish --profile cpu --check   # what `make publish` runs
 
-The rendered HTML of a profile (``_build/<profile>/html``) is copied to ``_build/publish/``
-(the folder is replaced), and then:
+The rendered HTML of a profile (``_build/<profile>/html``) is copied to ``_build/publish/``, or
+to ``--out``, and then:
 
 - each chapter's results tables (``<results_dir>/<chapter>/**/*.csv``, and
   ``<results_dir>/<chapter>.csv`` such as the scorecard's) are copied to
   ``results/<chapter>/`` and linked from the end of the chapter's page as downloads;
 - Sphinx's build stamp (``.buildinfo``) is dropped, and ``.nojekyll`` added so that a
   GitHub Pages host serves the ``_static`` and ``_images`` folders as they are;
+- :data:`MARKER` says the folder is the publisher's: publishing again replaces a folder that
+  holds it, and publishes into no other folder that is not empty (a mistyped ``--out`` must
+  never delete a home directory or the model cache);
 - :func:`problems` checks the folder without a browser: every link and asset of every page
   resolves to a file inside it (relative links only, so it opens from ``file://``), no page
   loads an asset from the network, and no text file holds the build machine's paths.
@@ -28,13 +31,14 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from . import browser, toc
+from .layout import results_dir
 from .params import chapter_name
 from .render import html_dir
-from .runner import results_dir
 
 TEXT_SUFFIXES = (".html", ".js", ".css", ".csv", ".json", ".txt", ".svg")
 DROPPED = (".buildinfo",)
 SECTION_ID = "results-downloads"
+MARKER = ".seatbelt-publish"
 
 
 class PublishError(RuntimeError):
@@ -46,7 +50,8 @@ def publish_dir(root: Path) -> Path:
 
 
 def chapter_results(results: Path, name: str) -> list[Path]:
-    """The CSV tables chapter ``name`` wrote: ``results/<name>/**/*.csv`` and ``results/<name>.csv``."""
+    """The CSV tables chapter ``name`` wrote: ``results/<name>/**/*.csv`` and
+    ``results/<name>.csv``."""
     found = sorted((results / name).rglob("*.csv")) if (results / name).is_dir() else []
     return found + ([results / f"{name}.csv"] if (results / f"{name}.csv").is_file() else [])
 
@@ -57,14 +62,20 @@ def _size(path: Path) -> str:
 
 
 def downloads_section(page: Path, files: list[tuple[Path, Path]], profile: str) -> str:
-    """The HTML of the downloads list at the end of ``page``; ``files``: (published, source) pairs."""
+    """The HTML of the downloads list at the end of ``page``; ``files``: (published, source)
+    pairs."""
     items = "\n".join(
-        f'<li><a href="{htmllib.escape(Path(os.path.relpath(target, page.parent)).as_posix())}" download>'
+        f'<li><a href="{htmllib.escape(Path(os.path.relpath(target, page.parent)).as_posix())}" '
+        "download>"
         f"{htmllib.escape(target.name)}</a> ({_size(source)})</li>"
-        for target, source in files)
-    return (f'<section id="{SECTION_ID}">\n<h2>Download the results<a class="headerlink" href="#{SECTION_ID}" '
-            f'title="Link to this heading">#</a></h2>\n<p>The tables this page computed, as CSV files '
-            f"(profile {htmllib.escape(profile)}):</p>\n<ul>\n{items}\n</ul>\n</section>\n")
+        for target, source in files
+    )
+    return (
+        f'<section id="{SECTION_ID}">\n<h2>Download the results<a class="headerlink" '
+        f'href="#{SECTION_ID}" title="Link to this heading">#</a></h2>\n<p>The tables this page '
+        "computed, as CSV files "
+        f"(profile {htmllib.escape(profile)}):</p>\n<ul>\n{items}\n</ul>\n</section>\n"
+    )
 
 
 def add_downloads(page: Path, section: str) -> None:
@@ -72,21 +83,28 @@ def add_downloads(page: Path, section: str) -> None:
     text = page.read_text()
     at = text.rfind("</article>")
     if at < 0:
-        raise PublishError(f"{page}: no </article> to add the downloads to; is it a Jupyter Book page?")
+        raise PublishError(
+            f"{page}: no </article> to add the downloads to; is it a Jupyter Book page?"
+        )
     page.write_text(text[:at] + section + text[at:])
 
 
 def publish(root: Path, profile: str, out: Path | None = None) -> Path:
     """Copy ``profile``'s rendered book to ``out`` (default ``_build/publish``) with the chapters'
-    results as downloads; return ``out``. Raises :class:`PublishError` if the book is not rendered."""
-    html, results, out = html_dir(root, profile), results_dir(root, profile), out or publish_dir(root)
+    results as downloads; return ``out``. Raises :class:`PublishError` if the book is not
+    rendered, or if ``out`` is neither empty nor a folder published before (it is left as it is)."""
+    html, results, out = (
+        html_dir(root, profile),
+        results_dir(root, profile),
+        out or publish_dir(root),
+    )
     if not (html / "index.html").is_file():
-        raise PublishError(f"no rendered book in {html}: run `python -m seatbelt.book build --profile {profile}` first.")
-    target, rendered = out.resolve(), html.resolve()
-    if target in (root.resolve(), *root.resolve().parents) or target.is_relative_to(rendered) or rendered.is_relative_to(target):
-        raise PublishError(f"refusing to publish into {out}: replacing it would delete the repository or the rendered book.")
-    shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(html, out)
+        raise PublishError(
+            f"no rendered book in {html}: run `python -m seatbelt.book build --profile {profile}` "
+            "first."
+        )
+    _claim(out, html, ours=out.resolve() == publish_dir(root).resolve())
+    shutil.copytree(html, out, dirs_exist_ok=True)
     for name in DROPPED:
         (out / name).unlink(missing_ok=True)
     (out / ".nojekyll").touch()
@@ -98,7 +116,15 @@ def publish(root: Path, profile: str, out: Path | None = None) -> Path:
         copied = []
         for source in sources:
             inside = source.relative_to(results)
-            target = out / "results" / (inside if inside.parts[0] == chapter_name(entry) else chapter_name(entry) / inside)
+            target = (
+                out
+                / "results"
+                / (
+                    inside
+                    if inside.parts[0] == chapter_name(entry)
+                    else chapter_name(entry) / inside
+                )
+            )
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
             copied.append((target, source))
@@ -106,13 +132,46 @@ def publish(root: Path, profile: str, out: Path | None = None) -> Path:
     return out
 
 
+def _claim(out: Path, html: Path, ours: bool) -> None:
+    """Make ``out`` an empty folder holding :data:`MARKER`, or raise :class:`PublishError`
+    without touching it: only a folder that is empty, absent or published before is replaced,
+    or, if ``ours`` (the default ``_build/publish``, also from before the marker), any folder."""
+    target, rendered = out.resolve(), html.resolve()
+    if target.is_relative_to(rendered) or rendered.is_relative_to(target):
+        raise PublishError(
+            f"refusing to publish into {out}: it holds, or is inside, the rendered book {html}."
+        )
+    if out.exists() and not out.is_dir():
+        raise PublishError(f"refusing to publish into {out}: it is not a folder.")
+    if out.is_dir() and not ours and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise PublishError(
+            f"refusing to publish into {out}: it is not empty, and not a folder "
+            f"that publish made (no {MARKER}); choose an empty or new folder."
+        )
+    if out.is_dir():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    (out / MARKER).write_text("Made by `python -m seatbelt.book publish`, which replaces it.\n")
+
+
 # --- is it self-contained? ---------------------------------------------------------------------
+
 
 class _Links(HTMLParser):
     """Every URL a page links to or loads: (tag, attribute, url)."""
 
-    ATTRIBUTES = {"a": "href", "link": "href", "script": "src", "img": "src", "iframe": "src",
-                  "source": "src", "video": "src", "audio": "src", "embed": "src", "object": "data"}
+    ATTRIBUTES = {
+        "a": "href",
+        "link": "href",
+        "script": "src",
+        "img": "src",
+        "iframe": "src",
+        "source": "src",
+        "video": "src",
+        "audio": "src",
+        "embed": "src",
+        "object": "data",
+    }
 
     def __init__(self):
         super().__init__()
@@ -133,7 +192,9 @@ def broken_links(page: Path, site: Path) -> list[str]:
     broken = []
     for tag, url in parser.urls:
         parsed = urlparse(url)
-        if parsed.scheme in ("http", "https", "mailto", "data", "javascript") or url.startswith("#"):
+        if parsed.scheme in ("http", "https", "mailto", "data", "javascript") or url.startswith(
+            "#"
+        ):
             continue
         if parsed.scheme or parsed.netloc or parsed.path.startswith("/"):
             broken.append(f"{url} (not relative)")
@@ -143,7 +204,11 @@ def broken_links(page: Path, site: Path) -> list[str]:
             target = target / "index.html"
         if not target.is_relative_to(site.resolve()) or not target.is_file():
             broken.append(url)
-        elif parsed.fragment and target.suffix == ".html" and f'id="{parsed.fragment}"' not in target.read_text():
+        elif (
+            parsed.fragment
+            and target.suffix == ".html"
+            and f'id="{parsed.fragment}"' not in target.read_text()
+        ):
             broken.append(f"{url} (no such section)")
     return broken
 
@@ -160,12 +225,17 @@ def problems(root: Path, site: Path) -> list[str]:
             continue
         name = path.relative_to(site).as_posix()
         text = path.read_text(errors="replace")
-        vendored = name.startswith("_static/")  # the themes' and MathJax's files (HTML fragments too)
+        vendored = name.startswith(
+            "_static/"
+        )  # the themes' and MathJax's files (HTML fragments too)
         if path.suffix == ".html" and not vendored:
             found += browser.static_problems(text, name, root)
             broken = broken_links(path, site)
             if broken:
-                found.append(f"{name}: {len(broken)} link(s) lead outside the folder or nowhere: {', '.join(broken[:5])}")
+                found.append(
+                    f"{name}: {len(broken)} link(s) lead outside the folder or nowhere: "
+                    f"{', '.join(broken[:5])}"
+                )
         else:
             paths = browser.machine_paths(text, root, generic=not vendored)
             if paths:

@@ -2,6 +2,8 @@
 
 Notebooks are never executed here (``execute_notebooks: off`` in ``_config.yml``): they were
 executed by the runner, and their outputs (figures, glued numbers) are rendered as they are.
+Only notebooks whose run succeeded are in ``site/`` (:mod:`seatbelt.book.layout`); a chapter
+that has never run successfully stops the rendering, naming it.
 
 This module is also the book's Sphinx extension (``extra_extensions`` in ``_config.yml``), so
 that the pages work offline and fit the reader's screen:
@@ -22,26 +24,64 @@ import sys
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
-from .runner import build_dir, stage_site
+from . import toc
+from .layout import build_dir, site_dir
 
 
 class RenderError(RuntimeError):
-    """Jupyter Book reported an error or a warning."""
+    """A chapter has no good run to render, or Jupyter Book reported an error or a warning."""
 
 
 def html_dir(root: Path, profile: str) -> Path:
     return build_dir(root, profile) / "html"
 
 
+def stage_site(root: Path, profile: str) -> Path:
+    """Copy the book's config, toc and non-notebook pages beside the executed notebooks."""
+    site = site_dir(root, profile)
+    missing = [
+        entry
+        for entry, source in toc.notebooks(root)
+        if not (site / source.relative_to(root)).is_file()
+    ]
+    if missing:
+        raise RenderError(
+            f"not rendered: {', '.join(missing)} never ran successfully at profile "
+            f"{profile!r}; run `python -m seatbelt.book build --profile {profile}`."
+        )
+    site.mkdir(parents=True, exist_ok=True)
+    for name in ("_config.yml", toc.TOC):
+        shutil.copy2(root / name, site / name)
+    for entry in toc.entries(root):
+        page = toc.page(root, entry)
+        if page is not None and page.suffix != ".ipynb":
+            (site / page.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(page, site / page.relative_to(root))
+    return site
+
+
 def render(root: Path, profile: str) -> Path:
     """Build the HTML of ``profile``'s executed book; return the folder holding index.html."""
     site = stage_site(root, profile)
     work = build_dir(root, profile) / "render"  # Jupyter Book writes <path-output>/_build/html
-    cmd = [sys.executable, "-c", "from jupyter_book.cli.main import main; main()", "build", str(site),
-           "--path-output", str(work), "--all", "-W", "--keep-going"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "from jupyter_book.cli.main import main; main()",
+        "build",
+        str(site),
+        "--path-output",
+        str(work),
+        "--all",
+        "-W",
+        "--keep-going",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RenderError(f"jupyter-book build failed ({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}")
+        raise RenderError(
+            "jupyter-book build failed "
+            f"({done.returncode}):\n{done.stdout[-6000:]}\n{done.stderr[-6000:]}"
+        )
     html = html_dir(root, profile)
     shutil.rmtree(html, ignore_errors=True)
     shutil.move(work / "_build" / "html", html)
@@ -51,7 +91,9 @@ def render(root: Path, profile: str) -> Path:
 # --- the Sphinx extension ---------------------------------------------------------------------
 
 MATHJAX_PACKAGE = "sphinx-mathjax-offline"
-MATHJAX_ENTRY = "tex-chtml.js"  # TeX in, HTML-CSS out: the component Sphinx's default loads from a CDN
+MATHJAX_ENTRY = (
+    "tex-chtml.js"  # TeX in, HTML-CSS out: the component Sphinx's default loads from a CDN
+)
 # What tex-chtml.js loads on demand; the other combined components (tex-svg.js, ...) are not needed.
 MATHJAX_PARTS = (MATHJAX_ENTRY, "input", "output/chtml", "ui", "a11y", "adaptors", "sre")
 
@@ -63,7 +105,8 @@ CSS = """\
 @media (min-width: 992px) { .bd-sidebar-primary { flex-basis: 17%; } }
 article div.highlight pre, div.cell_output pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 article div.highlight pre { font-size: 0.75em; padding: 0.75rem; }
-/* Tables never run past the text column: text wraps, and a table still too wide scrolls inside it. */
+/* Tables never run past the text column: text wraps, and a table still too wide scrolls \
+inside it. */
 div.cell_output table, article table.table { display: block; max-width: 100%; overflow-x: auto; }
 div.cell_output table td, div.cell_output table th { overflow-wrap: anywhere; vertical-align: top; }
 /* Figure captions read as captions. */
@@ -74,12 +117,16 @@ figure figcaption { font-size: 0.9em; text-align: left; }
 def mathjax_assets() -> Path:
     """The folder of MathJax's browser build inside the installed ``sphinx-mathjax-offline``."""
     try:
-        folder = Path(distribution(MATHJAX_PACKAGE).locate_file(f"{MATHJAX_PACKAGE}/static/mathjax"))
+        folder = Path(
+            distribution(MATHJAX_PACKAGE).locate_file(f"{MATHJAX_PACKAGE}/static/mathjax")
+        )
     except PackageNotFoundError:
         folder = None
     if folder is None or not (folder / MATHJAX_ENTRY).is_file():
-        raise RenderError(f"MathJax's offline files are missing: install {MATHJAX_PACKAGE} "
-                          "(`make env`, or pip install -r requirements.txt -c constraints.txt).")
+        raise RenderError(
+            f"MathJax's offline files are missing: install {MATHJAX_PACKAGE} "
+            "(`make env`, or pip install -r requirements.txt -c constraints.txt)."
+        )
     return folder
 
 

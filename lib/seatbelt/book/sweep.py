@@ -31,7 +31,9 @@ import yaml
 
 from .. import claims
 from . import params as P
-from .runner import Log, describe_failure, execute, map_tasks
+from .layout import Log
+from .runner import describe_failure, execute
+from .tasks import map_tasks
 
 
 def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
@@ -45,7 +47,9 @@ def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
 def load_grid_file(path: str | Path) -> dict[str, list[Any]]:
     grid = yaml.safe_load(Path(path).read_text())
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise P.ParameterError(f"{path}: a grid file maps each parameter to a non-empty list of values.")
+        raise P.ParameterError(
+            f"{path}: a grid file maps each parameter to a non-empty list of values."
+        )
     return grid
 
 
@@ -83,14 +87,25 @@ def _label(point: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in point.items())
 
 
-def sweep(notebook: str | Path, grid: dict[str, list[Any]], out: str | Path, *, profile: str = "smoke",
-          dask: str | None = None, log: Log = print) -> pd.DataFrame:
+def sweep(
+    notebook: str | Path,
+    grid: dict[str, list[Any]],
+    out: str | Path,
+    *,
+    profile: str = "smoke",
+    dask: str | None = None,
+    log: Log = print,
+) -> pd.DataFrame:
     """Run ``notebook`` at every point of ``grid``; write and return the points table."""
     notebook, out = Path(notebook).resolve(), Path(out).resolve()
     declared = P.declared_parameters(notebook)
     base = P.notebook_profile_params(notebook, profile, declared)
     points = expand(grid)
-    problems = [p for i, point in enumerate(points) for p in P.check(point, declared, f"point {i} ({_label(point)})")]
+    problems = [
+        p
+        for i, point in enumerate(points)
+        for p in P.check(point, declared, f"point {i} ({_label(point)})")
+    ]
     if problems:
         raise P.ParameterError("\n".join(problems))
     points = [P.normalise(point, declared) for point in points]
@@ -103,20 +118,33 @@ def sweep(notebook: str | Path, grid: dict[str, list[Any]], out: str | Path, *, 
     (out / "notebooks").mkdir(parents=True, exist_ok=True)
 
     def report(i: int, result: dict[str, Any], done: int) -> None:
-        line = f"[{done}/{len(points)}] {_label(points[i])}: {result['status']} in {result['seconds']:.1f} s"
+        line = (
+            f"[{done}/{len(points)}] {_label(points[i])}: {result['status']} in "
+            f"{result['seconds']:.1f} s"
+        )
         log(line + (f": {result['error']}" if result["error"] else ""))
 
     results = map_tasks(run_point, tasks, dask=dask, report=report)
 
-    table = pd.DataFrame([{"point": i, **{f"param_{k}": v for k, v in point.items()}, **results[i],
-                           "notebook": tasks[i][1]} for i, point in enumerate(points)])
+    table = pd.DataFrame(
+        [
+            {
+                "point": i,
+                **{f"param_{k}": v for k, v in point.items()},
+                **results[i],
+                "notebook": tasks[i][1],
+            }
+            for i, point in enumerate(points)
+        ]
+    )
     table.to_csv(out / "points.csv", index=False)
     collect(out, points, [r["status"] == "ok" for r in results])
     return table
 
 
 def collect(out: Path, points: list[dict[str, Any]], ok: list[bool]) -> list[Path]:
-    """Stack each CSV table and the claim checks of the successful points; return the files written."""
+    """Stack each CSV table and the claim checks of the successful points; return the files
+    written."""
     tables: dict[str, list[pd.DataFrame]] = {}
     checks = []
     for i, point in enumerate(points):
@@ -128,11 +156,23 @@ def collect(out: Path, points: list[dict[str, Any]], ok: list[bool]) -> list[Pat
             frame = pd.read_csv(csv)
             for j, (k, v) in enumerate(front.items()):
                 frame.insert(j, k, v)
-            tables.setdefault("__".join(csv.relative_to(folder).with_suffix("").parts), []).append(frame)
+            tables.setdefault("__".join(csv.relative_to(folder).with_suffix("").parts), []).append(
+                frame
+            )
         for check in claims.load_checks(folder).values():
             e = check.effect
-            checks.append({**front, "claim": check.claim, "status": check.status, "effect": e.name,
-                           "estimate": e.estimate, "low": e.low, "high": e.high, "prediction": e.prediction})
+            checks.append(
+                {
+                    **front,
+                    "claim": check.claim,
+                    "status": check.status,
+                    "effect": e.name,
+                    "estimate": e.estimate,
+                    "low": e.low,
+                    "high": e.high,
+                    "prediction": e.prediction,
+                }
+            )
     written = []
     (out / "tables").mkdir(exist_ok=True)
     for name, frames in tables.items():

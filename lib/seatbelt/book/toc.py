@@ -22,7 +22,9 @@ def find_root(start: str | Path = ".") -> Path:
     for d in (start, *start.parents):
         if (d / TOC).is_file():
             return d
-    raise FileNotFoundError(f"no {TOC} at or above {start}; run from the repository or pass --root.")
+    raise FileNotFoundError(
+        f"no {TOC} at or above {start}; run from the repository or pass --root."
+    )
 
 
 def entries(root: Path) -> list[str]:
@@ -62,7 +64,11 @@ def notebooks(root: Path) -> list[tuple[str, Path]]:
 def problems(root: Path) -> list[str]:
     """Toc entries without a page and notebooks of ``book/`` missing from the toc."""
     listed = entries(root)
-    found = [f"{e}: listed in {TOC} but no {e}.ipynb or {e}.md exists" for e in listed if page(root, e) is None]
+    found = [
+        f"{e}: listed in {TOC} but no {e}.ipynb or {e}.md exists"
+        for e in listed
+        if page(root, e) is None
+    ]
     for nb in sorted((root / BOOK_DIR).glob("*.ipynb")):
         entry = str(nb.relative_to(root).with_suffix(""))
         if entry not in listed:

@@ -42,9 +42,15 @@ class Data:
         if self.levels == 0 and self.x.dtype != torch.float32:
             raise ValueError(f"{self.name}: float items need dtype float32, got {self.x.dtype}.")
         if self.levels and self.x.dtype != torch.uint8:
-            raise ValueError(f"{self.name}: quantised items (levels={self.levels}) need dtype uint8, got {self.x.dtype}.")
+            raise ValueError(
+                f"{self.name}: quantised items (levels={self.levels}) need dtype uint8, got "
+                f"{self.x.dtype}."
+            )
         if self.packed and self.levels != 2:
-            raise ValueError(f"{self.name}: only binary items (levels=2) can be bit-packed, got levels={self.levels}.")
+            raise ValueError(
+                f"{self.name}: only binary items (levels=2) can be bit-packed, got "
+                f"levels={self.levels}."
+            )
         for what in ("labels", "factors", "factor_values"):
             t = getattr(self, what)
             if t is not None and len(t) != len(self.x):
@@ -107,7 +113,9 @@ class Data:
 def pack_bits(x: Tensor) -> Tensor:
     """0/1 uint8 items to bytes of eight pixels along the last axis (its length a multiple of 8)."""
     if x.shape[-1] % 8:
-        raise ValueError(f"bit-packing needs a last axis divisible by 8, got shape {tuple(x.shape)}.")
+        raise ValueError(
+            f"bit-packing needs a last axis divisible by 8, got shape {tuple(x.shape)}."
+        )
     weights = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8, device=x.device)
     return (x.reshape(*x.shape[:-1], -1, 8) * weights).sum(-1, dtype=torch.uint8)
 

@@ -22,7 +22,8 @@ from .base import Data
 
 
 def swiss_roll(n: int = 10_000, noise: float = 0.0, seed: int = 0) -> Data:
-    """``n`` points (float32, levels=0) in [-1, 1]^3; factor_values hold the roll parameter t and the height h."""
+    """``n`` points (float32, levels=0) in [-1, 1]^3; factor_values hold the roll parameter t and
+    the height h."""
     if not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer of at least 2 points, got {n!r}.")
     if not noise >= 0:
@@ -44,5 +45,11 @@ def swiss_roll(n: int = 10_000, noise: float = 0.0, seed: int = 0) -> Data:
         levels=0,
         factor_values=torch.stack([t, h], 1).float(),
         factor_names=("t", "height"),
-        meta={"n": n, "noise": noise, "seed": seed, "centre": centre.tolist(), "scale": scale.item()},
+        meta={
+            "n": n,
+            "noise": noise,
+            "seed": seed,
+            "centre": centre.tolist(),
+            "scale": scale.item(),
+        },
     )

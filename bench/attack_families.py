@@ -1,0 +1,182 @@
+"""The book's attacker against the scipy reference, per model family, at the chapters' own settings.
+
+bench/attacks.py measures the solvers on one VAE at their own limits. A verdict, though, rests on
+the attacks the chapters run: their solver, their iteration cap, their models. This bench takes
+every battery the chapters of a profile ask the zoo for (from the zoo's cache, or run), groups the
+trials by model family (VAE, beta-TCVAE, Seatbelt L = 2 and L = 4, chain), draws a subsample
+stratified by lambda band, and re-solves it with the paper's reference (one scipy L-BFGS-B run per
+problem, at its own limits). The reference starts at d ~ 0 only; where copying the target
+(x + d = x_t, always feasible) beats it, the copy is the bar, as in the battery. Strength:
+
+    strict:   Delta_book <= 1.01 Delta_bar
+    tolerant: Delta_book <= 1.01 Delta_bar + 1e-3 KL0
+
+Goal: >= 95% strict parity in every family and every lambda band, and a median Delta_book /
+Delta_bar no larger than 1 in every band (ties at float32 resolution count as equal).
+
+    python bench/attack_families.py [--profile cpu] [--per-band 6] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from goals import save
+from seatbelt import zoo
+from seatbelt.attacks import ScipyLBFGSB, start_distortions
+from seatbelt.attacks.objectives import AttackObjective
+from seatbelt.book import plan
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+BANDS = [
+    ("lambda = 0", lambda v: v == 0),
+    ("0 < lambda <= 2^-6", lambda v: (v > 0) & (v <= 2**-6)),
+    ("2^-6 < lambda <= 2^6", lambda v: (v > 2**-6) & (v <= 2**6)),
+    ("lambda > 2^6", lambda v: v > 2**6),
+]
+
+
+def family(point: zoo.Point) -> str:
+    if point.family == "vae" or (point.family == "beta-tcvae" and point.beta == 1):
+        return "VAE"
+    if point.family in ("beta-tcvae", "beta-vae"):
+        return {"beta-tcvae": "beta-TCVAE", "beta-vae": "beta-VAE"}[point.family]
+    return f"{'Seatbelt' if point.family == 'seatbelt' else 'chain'} L = {point.layers}"
+
+
+def batteries(profile: str) -> list[zoo.BatteryRequest]:
+    """Every distinct battery the chapters of ``profile`` run (on dSprites, where every family
+    is)."""
+    seen: dict = {}
+    for job, needs in plan.needs_of(ROOT, profile):
+        chapter_profile = job.params.get("profile", profile)
+        for request in needs.batteries:
+            if request.point.dataset == "dsprites":
+                seen.setdefault((chapter_profile, request), (chapter_profile, request))
+    return list(seen.values())
+
+
+def band_of(values: np.ndarray) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    for name, test in BANDS:
+        out[test(values)] = name
+    return out
+
+
+def resolve_with_reference(
+    profile: str, request: zoo.BatteryRequest, rows: pd.DataFrame, frame: pd.DataFrame
+) -> np.ndarray:
+    """Delta of the chosen rows re-solved by the reference from the battery's own starts."""
+    trained = zoo.get(request.point, profile)
+    model = trained.model.eval().requires_grad_(False)
+    test = zoo.data(request.point.dataset, profile, request.split)
+    attacks = {(a.kind, a.layers_label): a for a in (request.attacks or request.protocol.attacks)}
+    bars = pd.Series(np.nan, index=rows.index)
+    for (kind, layers), group in rows.groupby(["attack", "layers"], sort=False):
+        whole = frame[(frame["attack"] == kind) & (frame["layers"] == layers)]
+        position = whole.index.get_indexer(group.index)  # the problem's place in its attack's stack
+        x = test.get(torch.as_tensor(group["source"].to_numpy(dtype=np.int64)))
+        x_t = test.get(torch.as_tensor(group["target"].to_numpy(dtype=np.int64)))
+        lam = torch.as_tensor(group["lambda"].to_numpy(), dtype=x.dtype)
+        objective = AttackObjective(model, attacks[(kind, layers)], x, x_t, lam)
+        d0 = start_distortions(len(whole), tuple(x.shape[1:]), request.protocol.seed)[position]
+        solved = ScipyLBFGSB().solve(objective, d0)
+        d = torch.clamp(x + solved.d, -1.0, 1.0) - x
+        with torch.no_grad():
+            reference, copy = objective(d)[0], objective(x_t - x)[0]
+        bars.loc[group.index] = torch.minimum(reference, copy).double().numpy()
+    return bars
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument(
+        "--per-band", type=int, default=6, help="problems per family and lambda band"
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    began = time.perf_counter()
+    trials, frames = [], []
+    for chapter_profile, request in batteries(args.profile):
+        frame = zoo.battery(request, profile=chapter_profile).frame
+        frames.append(
+            frame.assign(
+                family=family(request.point),
+                band=band_of(frame["lambda"].to_numpy()),
+                battery=len(trials),
+                row=frame.index,
+            )
+        )
+        trials.append((chapter_profile, request, frame))
+    pooled = pd.concat(frames, ignore_index=True)
+    rng = np.random.default_rng(0)
+    sample = pd.concat(
+        [
+            group.iloc[
+                np.sort(rng.choice(len(group), min(args.per_band, len(group)), replace=False))
+            ]
+            for _, group in pooled.groupby(["family", "band"], sort=True)
+        ]
+    )
+    sample["bar"] = np.nan
+    for index, (chapter_profile, request, frame) in enumerate(trials):
+        mine = sample["battery"] == index
+        if mine.any():
+            rows = sample[mine].set_index("row")
+            sample.loc[mine, "bar"] = resolve_with_reference(
+                chapter_profile, request, rows, frame
+            ).to_numpy()
+    sample["strict"] = sample["delta"] <= 1.01 * sample["bar"]
+    sample["tolerant"] = sample["delta"] <= 1.01 * sample["bar"] + 1e-3 * sample["divergence0"]
+
+    def table(by: list[str]) -> pd.DataFrame:
+        grouped = sample.groupby(by, sort=True)
+        out = grouped.agg(
+            problems=("strict", "size"), strict=("strict", "mean"), tolerant=("tolerant", "mean")
+        )
+        median = grouped.apply(
+            lambda g: float(np.median(g["delta"]) / np.median(g["bar"])), include_groups=False
+        )
+        out["median ratio"] = median
+        out["goal"] = np.where(
+            (out["strict"] >= 0.95) & (out["median ratio"] <= 1 + FLOAT32_EPS), "met", "not met"
+        )
+        return out.reset_index()
+
+    pd.set_option("display.width", 160)
+    solvers = sorted(sample["solver"].unique())
+    print(
+        f"The book's attacks (solver {', '.join(solvers)}, profile {args.profile}) against the "
+        f"scipy reference, {len(sample)} problems, {time.perf_counter() - began:.0f} s"
+    )
+    print(table(["family"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nby lambda band")
+    by_band = table(["family", "band"])
+    print(by_band.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    met = bool((by_band["goal"] == "met").all())
+    save(
+        "attack_families",
+        [
+            {
+                "goal": "strict parity >= 95% and median no worse, every family and band",
+                "target": "all met",
+                "measured": f"{(by_band['goal'] == 'met').sum()} of {len(by_band)} met",
+                "met": met,
+            }
+        ],
+    )
+    print(f"\ngoal (every family and band): {'met' if met else 'not met'}")
+
+
+if __name__ == "__main__":
+    main()
