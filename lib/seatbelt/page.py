@@ -213,10 +213,10 @@ def glue_not_run(
 
 CONTROL_COLUMNS = {
     "trials": "trials",
-    "above_copy_bound": "solver above the copy bound",
-    "capped": "at the cap",
-    "cap10_change_max": "Δ drop, 10× cap (max)",
-    "reference_strict": "as strong as the reference",
+    "above_copy_bound": "above copy (%)",
+    "capped": "capped (%)",
+    "cap10_change_max": "10× cap: Δ drop (%)",
+    "reference_strict": "≥ reference (%)",
 }
 
 
@@ -242,12 +242,10 @@ def controls(
             f"{name}_trials": f"{int(table['trials'].sum()):,}",
         }
     )
-    shown = table[[*by, *CONTROL_COLUMNS]].rename(columns=CONTROL_COLUMNS)
-    for column in (
-        "solver above the copy bound",
-        "at the cap",
-        "Δ drop, 10× cap (max)",
-        "as strong as the reference",
-    ):
+    shown = table[[*by, *CONTROL_COLUMNS]].copy()
+    shown["trials"] = shown["trials"].astype(int)
+    for column in list(CONTROL_COLUMNS)[1:]:
         shown[column] = (100 * shown[column]).round(1)
-    return shown
+    # a column that is the same for every battery says nothing per row
+    constant = [c for c in by if shown[c].nunique() == 1 and len(shown) > 1]
+    return shown.drop(columns=constant).rename(columns=CONTROL_COLUMNS)
