@@ -62,8 +62,10 @@ plan: env
 
 bench: env
 	$(BIN)/python bench/train_throughput.py
+	$(BIN)/python bench/zoo_parallel.py --profile $(PROFILE)
 	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/attack_families.py --profile $(PROFILE)
+	$(BIN)/python bench/peer_attack.py --profile $(PROFILE)
 	$(BIN)/python bench/goals.py
 	$(BIN)/python bench/mig.py
 	$(BIN)/python bench/book_build.py --profile $(PROFILE)

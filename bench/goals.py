@@ -1,8 +1,8 @@
 """The goals of training and of the attack solvers side by side, as each bench last left them.
 
-bench/train_throughput.py, bench/attacks.py and bench/attack_families.py each write their goal
-table to _build/bench/<bench>.csv (columns goal, target, measured, met); `make bench` runs them,
-then this, so one run prints every goal in one table, met or not.
+bench/train_throughput.py, bench/attacks.py, bench/attack_families.py and bench/peer_attack.py
+each write their goal table to _build/bench/<bench>.csv (columns goal, target, measured, met);
+`make bench` runs them, then this, so one run prints every goal in one table, met or not.
 
     python bench/goals.py
 """
@@ -19,6 +19,8 @@ PARTS = {
     "train_throughput": "training",
     "attacks": "attacks",
     "attack_families": "attacks per family",
+    "peer_attack": "budgeted attacks against the peer's",
+    "zoo_parallel": "training processes per core",
 }
 
 

@@ -53,7 +53,7 @@ def test_numbers_written_as_yaml_1_1_strings_are_read_as_numbers(tmp_path, monke
             "recipe swissroll, key seatbelt_latents: expected a list, got 'four'",
         ),
         ({"latents": "[4, x]"}, "recipe swissroll, key seatbelt_latents: expected int, got 'x'"),
-        ({"lr": -1}, "recipe for swissroll: sizes, steps and lr must be positive"),
+        ({"lr": -1}, "recipe for swissroll: sizes, steps, lr and likelihood_std must be positive"),
     ],
 )
 def test_a_bad_value_names_the_file_the_recipe_and_the_key(tmp_path, monkeypatch, values, expected):

@@ -78,7 +78,10 @@ def check_collected(out: Path, table: pd.DataFrame, grid: dict) -> None:
             "seed", 0
         )
     checks = pd.read_csv(out / "claims.csv")
-    assert list(checks["status"]) == ["held" if p["beta"] - 2.5 > 0 else "not held" for p in points]
+    assert list(checks["status"]) == [
+        "held" if p["beta"] - 2.5 > 0 else "contradicted" if p["beta"] - 1.5 < 0 else "inconclusive"
+        for p in points
+    ]
     assert (out / "points.csv").is_file() and all(Path(n).is_file() for n in table["notebook"])
 
 

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -131,23 +132,33 @@ def effect(low, high, direction="greater", null=1.0, margin=0.0):
 
 
 @pytest.mark.parametrize(
-    "e, supported",
+    "e, status",
     [
-        (effect(1.1, 2.0), True),
-        (effect(0.9, 2.0), False),  # covers the null: not shown
-        (effect(0.5, 0.8), False),  # the opposite
-        (effect(0.95, 2.0, margin=0.1), True),  # "at least as large", within the margin
-        (effect(0.2, 0.9, "less"), True),
-        (effect(0.2, 1.1, "less"), False),
-        (effect(-0.05, 0.08, "within", 0.0, 0.1), True),
-        (effect(-0.05, 0.2, "within", 0.0, 0.1), False),
-        (effect(float("nan"), float("nan")), False),
-        (effect(1.1, float("inf")), False),
+        (effect(1.1, 2.0), "held"),
+        (effect(0.9, 2.0), "inconclusive"),  # covers the null: not shown either way
+        (effect(0.5, 0.8), "contradicted"),  # all of it on the other side
+        (effect(0.95, 2.0, margin=0.1), "held"),  # "at least as large", within the margin
+        (effect(0.5, 0.85, margin=0.1), "contradicted"),  # below even the margin
+        (effect(0.2, 0.9, "less"), "held"),
+        (effect(0.2, 1.1, "less"), "inconclusive"),
+        (effect(1.2, 1.5, "less"), "contradicted"),
+        (effect(-0.05, 0.08, "within", 0.0, 0.1), "held"),
+        (effect(-0.05, 0.2, "within", 0.0, 0.1), "inconclusive"),
+        (effect(0.15, 0.2, "within", 0.0, 0.1), "contradicted"),  # outside the equivalence band
+        (effect(float("nan"), float("nan")), "inconclusive"),
+        (effect(1.1, float("inf")), "inconclusive"),
     ],
 )
-def test_a_claim_is_supported_only_when_the_whole_interval_is_where_it_predicts(e, supported):
-    assert e.supported is supported
-    assert ClaimCheck("C3", e).status == ("held" if supported else "not held")
+def test_the_status_says_where_the_whole_interval_lies(e, status):
+    assert e.supported is (status == "held")
+    assert e.contradicted is (status == "contradicted")
+    assert ClaimCheck("C3", e).status == status
+
+
+def test_a_stated_reason_puts_a_claim_out_of_reach_whatever_its_interval():
+    check = ClaimCheck("C9", effect(1.1, 2.0), out_of_reach="needs 17 models, has 4")
+    assert check.status == "out of reach"
+    assert "out of reach: needs 17 models" in claims.reach(check, claims.CLAIMS["C9"])
 
 
 def test_effects_are_checked_on_creation():
@@ -162,7 +173,8 @@ def test_effects_are_checked_on_creation():
 
 
 def test_the_registry_holds_the_thirteen_claims_in_order():
-    assert list(claims.CLAIMS) == [f"C{i}" for i in range(1, 14)]
+    assert list(claims.PAPER_CLAIMS) == [f"C{i}" for i in range(1, 14)]
+    assert list(claims.CLAIMS)[:13] == list(claims.PAPER_CLAIMS)
     assert all(c.statement and c.paper for c in claims.CLAIMS.values())
 
 
@@ -182,8 +194,10 @@ def test_checks_round_trip_through_json_and_fill_the_scorecard(tmp_path):
     table = claims.scorecard(loaded)
     assert list(table["claim"]) == list(claims.CLAIMS)
     status = dict(zip(table["claim"], table["status"]))
-    assert status["C3"] == "held" and status["C12"] == "not held"
-    assert [s for c, s in status.items() if c not in ("C3", "C12")] == ["not run"] * 11
+    assert status["C3"] == "held" and status["C12"] == "inconclusive"
+    assert [s for c, s in status.items() if c not in ("C3", "C12")] == ["not run"] * (
+        len(claims.CLAIMS) - 2
+    )
     assert "claim > 1" in table.set_index("claim").loc["C3", "measured"]
 
 
@@ -228,11 +242,155 @@ def test_the_scorecard_links_a_claim_to_the_section_that_measured_it(tmp_path):
     assert (links["C3"], links["C12"], links["C1"]) == ("intro.html#claim-c3", "theorem.html", "")
 
 
-def test_a_claim_whose_premise_fails_is_not_held(tmp_path):
+def test_a_claim_whose_premise_fails_is_inconclusive(tmp_path):
     ratio = claims.Effect("slope ratio", 0.5, 0.3, 0.7, null=1.0, direction="less")
     premise = claims.Effect("reference slope", 0.2, 0.1, 0.3, null=0.0, direction="less")
     assert claims.ClaimCheck("C6", ratio).status == "held"
     check = claims.ClaimCheck("C6", ratio, requires=(premise,))
-    assert check.status == "not held"
+    assert check.status == "inconclusive"
     check.save(tmp_path)
-    assert claims.load_checks(tmp_path)["C6"].status == "not held"
+    assert claims.load_checks(tmp_path)["C6"].status == "inconclusive"
+    wrong_side = claims.Effect("slope ratio", 1.5, 1.3, 1.7, null=1.0, direction="less")
+    assert claims.ClaimCheck("C6", wrong_side, requires=(premise,)).status == "inconclusive"
+    assert claims.ClaimCheck("C6", wrong_side).status == "contradicted"
+
+
+def test_the_scorecard_says_how_far_each_verdict_reaches(tmp_path):
+    ClaimCheck(
+        "C3",
+        effect(1.2, 3.0),
+        dataset="dsprites",
+        seeds=3,
+        training_images=307_200,
+        paper_training_images=30_720_000,
+    ).save(tmp_path)
+    ClaimCheck("C12", effect(-0.1, 0.1, "within", 0.0, 0.2)).save(tmp_path)
+    table = claims.scorecard(claims.load_checks(tmp_path)).set_index("claim")
+    assert table.loc["C12", "kind"] == "identity"
+    assert set(table.drop(index="C12")["kind"]) == {"empirical"}
+    c3 = table.loc["C3"]
+    assert (c3["seeds"], c3["training_images"], c3["paper_training_images"]) == (
+        3,
+        307_200,
+        30_720_000,
+    )
+    assert c3["dataset"] == "dsprites (paper: dSprites, Chairs, 3D Faces)"
+    assert "3 seeds" in c3["reach"] and "1% of the paper profile's" in c3["reach"]
+    assert (c3["estimate"], c3["low"], c3["high"], c3["null"]) == (2.1, 1.2, 3.0, 1.0)
+    assert set(table["status"]) <= set(claims.STATUSES)
+    with pytest.raises(ValueError, match="seeds"):
+        ClaimCheck("C3", effect(1.2, 3.0), seeds=0)
+
+
+def test_cluster_weights_resample_units_with_their_rows():
+    frame = pd.DataFrame(
+        {"seed": np.repeat([0, 1, 2], 8), "pair": np.tile(np.repeat([0, 1, 2, 3], 2), 3)}
+    )
+    weights = claims.cluster_weights(frame, ["seed", "pair"], 3000, np.random.default_rng(0))
+    assert weights.shape == (3000, 24)
+    assert (weights[:, ::2] == weights[:, 1::2]).all()  # a pair's rows move together
+    assert np.allclose(weights.sum(axis=1), 24)  # balanced: every resample is full size
+    assert np.allclose(weights.mean(axis=0), 1, atol=0.05)  # each row drawn once on average
+    per_seed = weights.reshape(3000, 3, 8).sum(axis=2)
+    # a seed drawn c times carries c full resamples of its pairs: 8 c rows' weight
+    assert set(np.unique(per_seed)) <= {0.0, 8.0, 16.0, 24.0}
+    with pytest.raises(ValueError, match="no column"):
+        claims.cluster_weights(frame, ["model"], 10, np.random.default_rng(0))
+
+
+def test_the_pair_bootstrap_covers_where_a_trial_bootstrap_does_not():
+    """Pairs whose trials are nearly one value (a pair's large-lambda trials are its KL0): the
+    interval that resamples pairs keeps its level; resampling trials as independent does not."""
+    rng = np.random.default_rng(3)
+    n_pairs, n_lambdas, covered, covered_trials = 10, 12, 0, 0
+    for _ in range(100):
+        pair_level = rng.lognormal(0.0, 1.0, size=(2, n_pairs))  # pair i of each arm
+        values = pair_level[:, :, None] * rng.lognormal(0, 0.05, size=(2, n_pairs, n_lambdas))
+        frame = pd.DataFrame(
+            {
+                "delta": values.ravel(),
+                "arm": np.repeat([True, False], n_pairs * n_lambdas),
+                "pair": np.tile(np.repeat(np.arange(n_pairs), n_lambdas), 2),
+                "seed": 0,
+            }
+        )
+        truth = 1.0  # both arms draw their pairs from one distribution
+        paired = claims.ratio_of_pooled_means(
+            "r", frame, "delta", frame["arm"].to_numpy(), levels=("pair",), n_resamples=1000
+        )
+        trials = claims.measure(
+            "r",
+            lambda a, b, axis=-1: np.mean(a, axis=axis) / np.mean(b, axis=axis),
+            (frame.loc[frame["arm"], "delta"], frame.loc[~frame["arm"], "delta"]),
+            null=1.0,
+            direction="greater",
+            n_resamples=500,
+        )
+        covered += paired.low <= truth <= paired.high
+        covered_trials += trials.low <= truth <= trials.high
+    assert covered >= 85  # percentile bootstrap with 10 pairs: near its level
+    assert covered_trials <= 60  # the trial-level interval is far too narrow
+
+
+def test_the_reach_summary_counts_statuses_and_says_what_stands_in(tmp_path):
+    ClaimCheck(
+        "C3",
+        effect(1.2, 3.0),
+        dataset="dsprites",
+        seeds=3,
+        training_images=300,
+        paper_training_images=30_000,
+    ).save(tmp_path)
+    ClaimCheck(
+        "C5",
+        effect(0.5, 0.8),
+        dataset="dsprites",
+        training_images=300,
+        paper_training_images=30_000,
+    ).save(tmp_path)
+    table = claims.scorecard(claims.load_checks(tmp_path))
+    assert list(table.set_index("claim").loc[["C3", "C5"], "on_paper_data"]) == [True, False]
+    text = claims.reach_summary(table)
+    assert text.startswith(
+        f"1 held, 1 contradicted, {len(claims.CLAIMS) - 2} not run of {len(claims.CLAIMS)} claims."
+    )
+    assert "saw 1% of the training images" in text
+    assert "C3 rests on several training seeds" in text
+    assert "C5 is measured on datasets other than the paper's" in text
+
+
+def test_seeds_widen_a_paired_comparison_to_what_varies_between_training_runs():
+    rng = np.random.default_rng(0)
+    index = pd.MultiIndex.from_product([[0, 1, 2], range(10)], names=["seed", "pair"])
+    shift = np.repeat([0.0, 1.0, 2.0], 10)  # each seed's models move every pair together
+    a = pd.Series(5 + shift + rng.normal(0, 0.05, 30), index=index)
+    b = pd.Series(np.full(30, 5.0) + rng.normal(0, 0.05, 30), index=index)
+    clustered = claims.paired_comparison(
+        "d", a, b, scale="difference", null=0.0, direction="greater"
+    )
+    units = claims.paired_comparison(
+        "d", a.to_numpy(), b.to_numpy(), scale="difference", null=0.0, direction="greater"
+    )
+    assert clustered.estimate == pytest.approx(units.estimate)
+    assert "3 seeds" in clustered.method and units.method == "paired t (difference)"
+    # the seeds' spread (0, 1, 2) dominates: pairs alone would claim a far narrower interval
+    assert clustered.high - clustered.low > 2.5 * (units.high - units.low)
+    one_seed = claims.paired_comparison(
+        "d", a.loc[[0]], b.loc[[0]], scale="difference", null=0.0, direction="greater"
+    )
+    assert one_seed.method == "paired t (difference)"
+    with pytest.raises(ValueError, match="same index"):
+        claims.paired_comparison(
+            "d", a, b.iloc[::-1], scale="difference", null=0.0, direction="greater"
+        )
+
+
+def test_crossed_weights_multiply_the_levels_counts():
+    frame = pd.DataFrame({"seed": np.repeat([0, 1], 3), "pair": np.tile([0, 1, 2], 2)})
+    rng = np.random.default_rng(0)
+    weights = claims.cluster_weights(frame, ["seed", "pair"], 500, rng, crossed=True)
+    seeds = weights.reshape(500, 2, 3)
+    # each resample is an outer product: a seed count times a pair count
+    for w in seeds[:20]:
+        assert np.linalg.matrix_rank(w) <= 1
+    assert np.allclose(weights.mean(axis=0), 1, atol=0.15)

@@ -300,3 +300,14 @@ def test_ranking_is_the_paired_difference_of_consecutive_models():
     assert "p_MLP(y|z): B - A" in effect.name and not effect.supported  # 4 images decide nothing
     with pytest.raises(ValueError, match="missing models"):
         classifiers.ranking(_evaluated(), ("A", "C"))
+
+
+def test_the_drop_ranking_compares_what_the_attack_took_away():
+    frame = _evaluated()
+    # B now wrong on row 1 before the attack and right after it: a negative drop there
+    frame.loc[(frame["model"] == "B") & (frame["row"] == 1), "clean_correct"] = False
+    (accuracy,) = classifiers.ranking(frame, ("A", "B"))
+    (drop,) = classifiers.ranking(frame, ("A", "B"), drop=True)
+    # drops per row: A 0, 0, 1, 1; B 0, -1 (attacked right, clean wrong), 0, 1: A - B = 0, 1, 1, 0
+    assert drop.estimate == 0.5 and accuracy.estimate == 0.25
+    assert "accuracy drop under attack" in drop.name and "A - B" in drop.name

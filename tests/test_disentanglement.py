@@ -99,3 +99,31 @@ def test_rank_correlation_few_units():
         rank_correlation("rho", [1.0, 1.0, 1.0], [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="NaN"):
         rank_correlation("rho", [1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+
+
+def test_a_rank_correlation_within_groups_removes_what_the_groups_differ_by():
+    # Simpson's paradox: within each latent size y rises with x, but the larger size has lower x
+    # and higher y, so the pooled ranks correlate negatively
+    x = np.array([10.0, 11, 12, 13, 0, 1, 2, 3])
+    y = np.array([0.0, 1, 2, 3, 10, 11, 12, 13])
+    groups = np.repeat([10, 64], 4)
+    assert rank_correlation("rho", x, y).estimate < -0.5
+    within = rank_correlation("rho", x, y, groups=groups)
+    assert within.estimate == pytest.approx(1.0) and "within groups" in within.method
+    assert within.low == pytest.approx(1.0)  # every within-group resample is monotone
+    with pytest.raises(ValueError, match="one label per unit"):
+        rank_correlation("rho", x, y, groups=groups[:3])
+
+
+def test_units_for_equivalence_is_where_a_null_interval_first_fits():
+    from scipy import stats as st
+
+    from seatbelt.disentanglement import units_for_equivalence
+
+    n = units_for_equivalence(0.5)
+    half = lambda k: np.tanh(st.norm.ppf(0.975) * np.sqrt(1.06 / (k - 3)))  # noqa: E731
+    assert half(n) < 0.5 <= half(n - 1) and n == 17
+    assert units_for_equivalence(0.5, groups=2) == n + 1
+    assert units_for_equivalence(0.3) > n
+    with pytest.raises(ValueError, match="margin"):
+        units_for_equivalence(1.5)

@@ -20,15 +20,18 @@ training
     training  the training loop (Adam, cosine decay, per-epoch metrics); fit() trains or loads
     cache     checkpoints, and the cache of trained models and results keyed by code digests
 attacks
-    attacks   latent (KL, W2) and output attacks, solvers, the paper's protocol and battery
+    attacks   latent (KL, W2) and output attacks, solvers, the paper's protocol and battery;
+              fixed-budget and untargeted attacks with restarts
 analysis
     metrics   MIG (Chen et al. 2018) and its mutual-information table
+    similarity  MS-SSIM at the scales an image supports (torchmetrics); attack success rates
     overlap   posterior overlap (Bhattacharyya) and widths; evaluating a model over a dataset
     heldout   held-out beta = 1 ELBO terms, active units, slopes against beta (Fig 6)
     disentanglement  MIG of trained models and its rank correlation with robustness
     denoising log p(x | z) with z ~ q(z | x + a eps) (Appendix F)
     classifiers  the downstream classifiers of Table 1, cached like models
     decomposition  Theorem 1's ELBO decomposition and the Eq 43 estimator study, numerically
+    defences  HMC on the true posterior as an inference-time defence; attacks through it
     claims    the paper's claims C1-C13, their effect sizes, intervals and verdicts
     plots     figures shared by chapters (the attack panel)
     style     the book's theme and one colour per model family

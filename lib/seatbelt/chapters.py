@@ -145,8 +145,18 @@ def check_layerwise(
     c5_factor: float,
     c7_margin: float,
     fig5_latents: Sequence[int] | None = None,
+    model_seeds: Sequence[int] = (0,),
+    training_steps: Sequence[int] | None = None,
     **_: Any,
 ) -> None:
+    _check_seeds(model_seeds)
+    _require(
+        training_steps is None
+        or len(set(training_steps)) >= 2
+        and all(isinstance(s, int) and s >= 1 for s in training_steps),
+        f"training_steps={training_steps}: give two or more training lengths in steps, integers "
+        ">= 1, the recipe's own length among them (C5 against the training budget).",
+    )
     _require(
         bool(betas) and bool(depths) and min(depths) >= 1 and min(betas) >= 1,
         f"layerwise needs betas >= 1 and depths >= 1, got betas={betas}, depths={depths}.",
@@ -205,11 +215,24 @@ def check_downstream(
 
 
 @checks("tcvae_attacks")
-def check_tcvae_attacks(*, betas: Sequence[float], steps_beta: float, **_: Any) -> None:
+def check_tcvae_attacks(
+    *, betas: Sequence[float], steps_beta: float, model_seeds: Sequence[int] = (0,), **_: Any
+) -> None:
     _require(
         bool(betas) and min(betas) == 1 and max(betas) > 1 and steps_beta > 1,
         f"betas={betas}, steps_beta={steps_beta}: the chapter compares beta = 1 (the VAE) "
         "with beta > 1, so betas needs 1 and a larger value, and steps_beta > 1.",
+    )
+    _check_seeds(model_seeds)
+
+
+def _check_seeds(model_seeds: Sequence[int]) -> None:
+    _require(
+        bool(model_seeds)
+        and all(isinstance(s, int) and s >= 0 for s in model_seeds)
+        and len(set(model_seeds)) == len(model_seeds),
+        f"model_seeds={model_seeds}: give one or more distinct training seeds (integers >= 0), "
+        "e.g. [0, 1, 2].",
     )
 
 
@@ -289,6 +312,8 @@ def layerwise(
     celeba_beta: float,
     celeba_pair: list[int],
     seed: int,
+    model_seeds: list[int],
+    training_steps: list[int],
     n_pairs: int,
     n_lambdas: int,
     log2_lambda_min: float,
@@ -304,14 +329,21 @@ def layerwise(
     * the Seatbelt of depth ``depth`` and the beta-TCVAEs of every d_z in ``fig5_latents`` (the VAEs
       at beta = 1; Fig 5 pools them) at every beta under the KL, W2 and output attacks (Fig 5, C4,
       C5); the VAEs are always attacked;
-    * the chain of depth ``depth`` at the largest beta, on all layers and on z_1 (C13);
+    * the chain of depth ``depth`` at the largest beta, on all layers and on z_1, and at beta = 1
+      on all layers (C13);
+    * for every further seed of ``model_seeds``, the models that decide C4, C5 and C13 under the
+      attacks that decide them, so that their intervals cover training runs;
+    * C5's pair (the Seatbelt of depth ``depth`` at the largest beta and the VAEs) trained for
+      each of ``training_steps`` under the KL attack: the verdict against the training budget;
     * one held-out CelebA pair against a VAE, a beta-TCVAE and a Seatbelt at ``celeba_beta``
       (Fig 1), when CelebA's files are there (:func:`data_missing`).
 
     The protocol has the introduction's form with one attack each, so an equal protocol shares a
-    battery.
+    battery. ``seed`` draws the pairs and the attack starts, the same for every model; the first of
+    ``model_seeds`` trains every model of the figures.
     """
     attacker = _attacker(solver, max_iter)
+    first, *more = (int(s) for s in model_seeds)
     batteries: list[BatteryRequest] = []
 
     def add(point: Point, *attacks: Attack | str, pairs=None) -> None:
@@ -326,24 +358,38 @@ def layerwise(
             batteries.append(BatteryRequest(point, protocol, **attacker, pairs=pairs))
 
     layer_attacks = (Attack("kl", "bottom"), Attack("kl", "top"))
-    for latent in fig5_latents:
-        add(Point("vae", "dsprites", 1.0, latent, seed=seed), "kl")
-    for beta in betas:
-        family = "vae" if beta == 1 else "beta-tcvae"
+    top = max(betas)
+    for model_seed in (first, *more):
+        extra = model_seed != first  # a further seed: only what decides C4, C5 and C13
         for latent in fig5_latents:
-            add(Point(family, "dsprites", beta, latent, seed=seed), "kl", "w2", "output")
-        add(Point("seatbelt", "dsprites", beta, layers=depth, seed=seed), "kl", "w2", "output")
-        for layers in depths:
+            add(Point("vae", "dsprites", 1.0, latent, seed=model_seed), "kl")
+        for beta in betas if not extra else sorted({top}):
+            family = "vae" if beta == 1 else "beta-tcvae"
+            for latent in fig5_latents:
+                add(Point(family, "dsprites", beta, latent, seed=model_seed), "kl", "w2", "output")
             add(
-                Point("seatbelt", "dsprites", beta, layers=layers, seed=seed),
+                Point("seatbelt", "dsprites", beta, layers=depth, seed=model_seed),
                 "kl",
-                *(layer_attacks if layers > 1 else ()),
+                "w2",
+                "output",
             )
-    add(
-        Point("chain", "dsprites", max(betas), layers=depth, seed=seed),
-        "kl",
-        Attack("kl", "bottom"),
-    )
+            for layers in depths if not extra else ():
+                add(
+                    Point("seatbelt", "dsprites", beta, layers=layers, seed=model_seed),
+                    "kl",
+                    *(layer_attacks if layers > 1 else ()),
+                )
+        add(
+            Point("chain", "dsprites", top, layers=depth, seed=model_seed),
+            "kl",
+            *(() if extra else (Attack("kl", "bottom"),)),
+        )
+        if top > 1:  # C13 as the paper states it: what beta does to the chain
+            add(Point("chain", "dsprites", 1.0, layers=depth, seed=model_seed), "kl")
+    for steps in training_steps:  # C5 against the training budget (one seed)
+        add(Point("seatbelt", "dsprites", top, layers=depth, seed=first, steps=int(steps)), "kl")
+        for latent in fig5_latents:
+            add(Point("vae", "dsprites", 1.0, latent, seed=first, steps=int(steps)), "kl")
     pair = (tuple(int(i) for i in celeba_pair),)
     faces = (
         Point("vae", "celeba", 1.0, seed=seed),
@@ -443,11 +489,13 @@ def heart_rotation_pair(data: Data, turn: float = math.pi / 2) -> tuple[int, int
 @dataclass(frozen=True)
 class TcvaeAttacks:
     """The batteries of the chapter, by role: the grid under the KL attack, the output attack and
-    the reconstruction attack of Gondim-Ribeiro et al. (Figs 3, E.10), the training-length study
-    (the KL attack at one beta pair, one model per length) and the heart rotation (Fig 4)."""
+    the reconstruction attack of Gondim-Ribeiro et al. (Figs 3, E.10), the grid of every further
+    training seed under the KL attack (C3's interval covers seeds), the training-budget study (the
+    KL attack at one beta pair, one model per length) and the heart rotation (Fig 4)."""
 
     grid: list[Point]
     kl: list[BatteryRequest]
+    kl_seeds: list[BatteryRequest]
     output: list[BatteryRequest]
     recon: list[BatteryRequest]
     training: dict[int, list[BatteryRequest]]
@@ -456,7 +504,9 @@ class TcvaeAttacks:
     @property
     def needs(self) -> Needs:
         studied = (b for bs in self.training.values() for b in bs)
-        return Needs([], [*self.kl, *self.output, *self.recon, *studied, *self.heart])
+        return Needs(
+            [], [*self.kl, *self.kl_seeds, *self.output, *self.recon, *studied, *self.heart]
+        )
 
 
 def tcvae_attack_plan(
@@ -465,6 +515,7 @@ def tcvae_attack_plan(
     betas: Sequence[float],
     latents: Sequence[int],
     seed: int,
+    model_seeds: Sequence[int],
     n_pairs: int,
     n_lambdas: int,
     log2_lambda_min: float,
@@ -482,7 +533,8 @@ def tcvae_attack_plan(
 ) -> TcvaeAttacks:
     """What book/tcvae_attacks.ipynb runs (see :class:`TcvaeAttacks`); one attack per protocol, in
     the introduction's form, so equal settings share a battery with the introduction and the
-    layerwise chapter."""
+    layerwise chapter. ``seed`` draws the pairs and the attack starts, the same for every model;
+    the models are trained with ``model_seeds``, the first of which serves every figure."""
     attacker = _attacker(solver, max_iter)
 
     def request(point: Point, attack: str, pairs=None, n: int = n_pairs) -> BatteryRequest:
@@ -497,22 +549,24 @@ def tcvae_attack_plan(
             point, protocol, **attacker, pairs=pairs, split="test" if pairs is None else "train"
         )
 
-    grid = tcvae_grid(betas, latents, seed)
+    first, *more = (int(s) for s in model_seeds)
+    grid = tcvae_grid(betas, latents, first)
     training = {
         int(steps): [
             request(p, "kl")
-            for p in tcvae_grid((1.0, steps_beta), (steps_latent,), seed, int(steps))
+            for p in tcvae_grid((1.0, steps_beta), (steps_latent,), first, int(steps))
         ]
         for steps in training_steps
     }
     pair = (heart_rotation_pair(zoo.data("dsprites", profile, split="train")),)
     hearts = [
-        Point("beta-tcvae", "dsprites", float(b), heart_latent, seed=seed) for b in heart_betas
+        Point("beta-tcvae", "dsprites", float(b), heart_latent, seed=first) for b in heart_betas
     ]
-    hearts.append(Point("seatbelt", "dsprites", seatbelt_beta, layers=seatbelt_layers, seed=seed))
+    hearts.append(Point("seatbelt", "dsprites", seatbelt_beta, layers=seatbelt_layers, seed=first))
     return TcvaeAttacks(
         grid,
         [request(p, "kl") for p in grid],
+        [request(p, "kl") for s in more for p in tcvae_grid(betas, latents, s)],
         [request(p, "output") for p in grid],
         [request(p, "recon") for p in grid],
         training,

@@ -473,26 +473,37 @@ def summarise(evaluated: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 
 
 def ranking(
-    evaluated: pd.DataFrame, order: tuple[str, ...], level: float = 0.95
+    evaluated: pd.DataFrame, order: tuple[str, ...], level: float = 0.95, *, drop: bool = False
 ) -> list[claims.Effect]:
-    """For each task, the paired differences of accuracy under attack between consecutive models of
-    ``order`` (the later minus the earlier: positive when the ranking holds), over the same attacked
-    images (the battery rows), each with a Student-t interval."""
+    """For each task, the paired differences between consecutive models of ``order`` over the same
+    attacked images (the battery rows), each with a Student-t interval, positive when the ranking
+    holds: of the accuracy under attack, the later model minus the earlier; with ``drop``, of the
+    drop in accuracy the attack causes (clean minus attacked, Table 1's parentheses), the earlier
+    model's minus the later's."""
     effects = []
     for task, g in evaluated.groupby("task", sort=False):
-        wide = g.pivot(index="row", columns="model", values="attacked_correct")
+        score = g["attacked_correct"].astype(float)
+        if drop:  # the negated drop: larger is better, as for the accuracy
+            score = score - g["clean_correct"].astype(float)
+        wide = g.assign(score=score).pivot(index="row", columns="model", values="score")
         missing = [m for m in order if m not in wide.columns]
         if missing or wide.isna().any().any():
             raise ValueError(
                 f"task {task}: every model of {order} needs the same attacked rows; "
                 f"missing models {missing} or rows."
             )
+        label = TASK_LABELS.get(task, task)
         for worse, better in zip(order, order[1:]):
+            name = (
+                f"accuracy drop under attack, {label}: {worse} - {better}"
+                if drop
+                else f"accuracy under attack, {label}: {better} - {worse}"
+            )
             effects.append(
                 claims.paired_comparison(
-                    f"accuracy under attack, {TASK_LABELS.get(task, task)}: {better} - {worse}",
-                    wide[better].astype(float),
-                    wide[worse].astype(float),
+                    name,
+                    wide[better],
+                    wide[worse],
                     scale="difference",
                     null=0.0,
                     direction="greater",

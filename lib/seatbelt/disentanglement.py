@@ -14,6 +14,8 @@ Two steps the MIG chapter needs around :mod:`seatbelt.metrics`:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -81,6 +83,7 @@ def rank_correlation(
     x,
     y,
     *,
+    groups=None,
     null: float = 0.0,
     direction: Direction = "within",
     margin: float = 0.5,
@@ -94,6 +97,10 @@ def rank_correlation(
     is constant has no defined rank correlation and is skipped. With fewer than 3 distinct
     units the interval is [-1, 1]: two points always rank-correlate perfectly, which says nothing.
     The default claim is an equivalence: |rho| <= ``margin`` over the whole interval.
+
+    ``groups`` (one label per unit, e.g. the latent size) makes it a stratified rank correlation:
+    ranks are taken and centred within each group, and units are resampled within their group,
+    so that what the groups differ by (d_z moves Delta's scale) cannot make a correlation.
     """
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if len(x) != len(y) or len(x) < 2:
@@ -108,9 +115,35 @@ def rank_correlation(
         raise ValueError(
             f"Effect {name!r}: x or y is constant over the units; a rank correlation is undefined."
         )
-    estimate = float(stats.spearmanr(x, y).statistic)
+    labels = np.zeros(len(x)) if groups is None else np.asarray(groups).ravel()
+    if len(labels) != len(x):
+        raise ValueError(f"Effect {name!r}: groups needs one label per unit, got {len(labels)}.")
+    members = [np.flatnonzero(labels == g) for g in np.unique(labels)]
     n = len(x)
-    if len({(a, b) for a, b in zip(x, y)}) < 3:
+
+    def rho(idx: np.ndarray) -> np.ndarray:
+        """Pearson of ranks (= Spearman), the ranks taken and centred within each group's block of
+        columns of ``idx`` (units in ``members`` order)."""
+        rx, ry = np.empty(idx.shape), np.empty(idx.shape)
+        start = 0
+        for m in members:
+            block = slice(start, start + len(m))
+            for ranks, values in ((rx, x), (ry, y)):
+                r = stats.rankdata(values[idx[:, block]], axis=1)
+                ranks[:, block] = r - r.mean(1, keepdims=True)
+            start += len(m)
+        denominator = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denominator > 0, (rx * ry).sum(1) / denominator, np.nan)
+
+    estimate = float(rho(np.concatenate(members)[None, :])[0])
+    if not np.isfinite(estimate):
+        raise ValueError(
+            f"Effect {name!r}: x or y is constant within every group; a rank correlation is "
+            "undefined."
+        )
+    method = "percentile bootstrap over units" + (" within groups" if groups is not None else "")
+    if len({(a, b) for a, b in zip(x, y)}) < 3 or max(len(m) for m in members) < 2:
         return Effect(
             name,
             estimate,
@@ -121,17 +154,15 @@ def rank_correlation(
             margin=margin,
             level=level,
             n=n,
-            method="percentile bootstrap (fewer than 3 units: no information)",
+            method=f"{method} (too few units: no information)",
         )
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    rx, ry = stats.rankdata(x[idx], axis=1), stats.rankdata(y[idx], axis=1)
-    rx -= rx.mean(1, keepdims=True)
-    ry -= ry.mean(1, keepdims=True)
-    denominator = np.sqrt((rx**2).sum(1) * (ry**2).sum(1))
-    defined = denominator > 0
-    rho = (rx * ry).sum(1)[defined] / denominator[defined]  # Pearson of ranks = Spearman
-    low, high = np.quantile(rho, [(1 - level) / 2, (1 + level) / 2])
+    draws = np.concatenate(
+        [m[rng.integers(0, len(m), size=(n_resamples, len(m)))] for m in members], axis=1
+    )
+    spread = rho(draws)
+    defined = np.isfinite(spread)
+    low, high = np.quantile(spread[defined], [(1 - level) / 2, (1 + level) / 2])
     return Effect(
         name,
         estimate,
@@ -142,8 +173,17 @@ def rank_correlation(
         margin=margin,
         level=level,
         n=n,
-        method=(
-            f"percentile bootstrap over units ({int(defined.sum())} of {n_resamples} resamples "
-            "defined)"
-        ),
+        method=f"{method} ({int(defined.sum())} of {n_resamples} resamples defined)",
     )
+
+
+def units_for_equivalence(margin: float, level: float = 0.95, groups: int = 1) -> int:
+    """How many units a rank correlation needs before its interval can fit inside ±``margin``
+    even where the true correlation is 0: the smallest n with z sqrt(1.06 / (n - 3)) <
+    atanh(margin) (Fisher's z with Bonett and Wright's 2000 variance for Spearman's rho), plus one
+    unit per further group of a stratified correlation. Fewer units than this put an equivalence
+    claim out of reach whatever the data."""
+    if not 0 < margin < 1:
+        raise ValueError(f"margin must be in (0, 1), got {margin}.")
+    z = stats.norm.ppf(0.5 + level / 2)
+    return int(math.floor(3 + 1.06 * (z / math.atanh(margin)) ** 2)) + 1 + (groups - 1)

@@ -59,6 +59,45 @@ class Chapter:
         _glue(name, minutes)
         return minutes
 
+    def save_budget(self, table) -> Path:
+        """Write a claim's training-budget rows (:func:`seatbelt.claims.budget_table`) to
+        ``<results_dir>/reach/<claim>.csv``, one file per claim, so chapters in separate processes
+        never write the same file; the scorecard gathers them into ``reach/budget.csv``."""
+        (claim,) = set(table["claim"])
+        path = self.out.parent / "reach" / f"{claim}.csv"
+        path.parent.mkdir(exist_ok=True)
+        table.to_csv(path, index=False)
+        return path
+
+
+def likelihood(dataset: str, profile: str) -> str:
+    """One sentence on the likelihood's scale at ``profile``: its std, the data range, and the
+    effective beta where the profile departs from the paper profile's resolution."""
+    from . import zoo
+
+    r, paper = zoo.recipe(profile, dataset), zoo.recipe("paper", dataset)
+    scale = zoo.beta_scale(dataset, profile)
+    side = f"{r.image_size}×{r.image_size}" if r.image_size else "the data's own size"
+    if dataset == "swissroll":
+        return f"The likelihood is a Gaussian of std {r.likelihood_std:g} on the 3-D points."
+    text = (
+        f"The likelihood is a Gaussian of std {r.likelihood_std:g} per pixel on images in [-1, 1] "
+        f"(the paper states σ = 0.1 but no data range) at {side}"
+    )
+    if r.image_size == paper.image_size:
+        return text + ", the paper profile's resolution."
+    paper_side = f"{paper.image_size}×{paper.image_size}"
+    if abs(scale - 1) < 1e-9:
+        return text + (
+            f": with fewer pixels than the paper profile's {paper_side} at std "
+            f"{paper.likelihood_std:g}, the likelihood keeps the same weight per image (pixels / "
+            "std²) against the KL and TC terms, so each β is the paper's β."
+        )
+    return text + (
+        f": against the paper profile's {paper_side} at std {paper.likelihood_std:g}, every KL "
+        f"and TC term weighs {scale:.3g}× more, so a β here acts as {scale:.3g}β would there."
+    )
+
 
 def setup(results_dir: str | Path, chapter: str, *, theme: bool = True) -> Chapter:
     """Start a chapter: the book's theme, its results folder ``results_dir/<chapter>``, a timer."""

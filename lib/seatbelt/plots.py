@@ -100,3 +100,88 @@ def attack_panel(results: AttackResults, row: int, axes=None, titles: bool = Tru
         color=colour,
     )
     return fig
+
+
+STATUS_COLOURS = {
+    "held": "#2e7d32",
+    "contradicted": "#c62828",
+    "inconclusive": "#9e9e9e",
+    "out of reach": "#6a1b9a",
+}
+
+
+def forest(table, *, width: float = 9.0):
+    """Every measured claim's deciding effect against its null: one row per claim of a scorecard
+    table (:func:`seatbelt.claims.scorecard`), each on its own axis since the effects have
+    different units. The dashed line is the null, the shaded band the margin (a non-inferiority
+    or equivalence margin), the bar the 95% interval, coloured by status; a ratio is drawn on a
+    log axis."""
+    measured = table[table["status"] != "not run"]
+    fig, axes = plt.subplots(
+        len(measured), 1, figsize=(width, 0.62 * len(measured) + 0.6), squeeze=False
+    )
+    for ax, row in zip(axes[:, 0], measured.itertuples()):
+        colour = STATUS_COLOURS[row.status]
+        finite = np.isfinite([row.low, row.high]).all()
+        if finite:
+            ax.plot([row.low, row.high], [0, 0], color=colour, lw=3, solid_capstyle="butt")
+        ax.plot(row.estimate, 0, "o", color=colour, ms=6)
+        ax.axvline(row.null, color="black", ls="--", lw=0.8)
+        if row.margin > 0:
+            if row.direction == "within":
+                band = (row.null - row.margin, row.null + row.margin)
+            elif row.direction == "greater":
+                band = (row.null - row.margin, row.null)
+            else:
+                band = (row.null, row.null + row.margin)
+            ax.axvspan(*band, color="#dddddd", zorder=0)
+        values = [v for v in (row.low, row.high, row.estimate, row.null) if np.isfinite(v)]
+        if row.null > 0 and min(values) > 0 and max(values) / min(values) > 4:
+            ax.set_xscale("log")
+        ax.set_yticks([])
+        ax.set_ylabel(
+            f"{row.claim}\n{row.status}", rotation=0, ha="right", va="center", color=colour
+        )
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(row.effect, fontsize=8, loc="left", pad=2)
+        ax.grid(False, axis="y")
+    fig.tight_layout(h_pad=0.4)
+    return fig
+
+
+def budget(table, paper_images: int, ax=None, *, ylabel: str = "effect"):
+    """A claim's effect against the training images per model (log axis): the estimate and its 95%
+    interval at each budget, coloured by the verdict there, the claim's null dashed, and the
+    paper profile's budget marked (the axis reaches it)."""
+    if ax is None:
+        ax = plt.subplots(figsize=(5, 3.4))[1]
+    images = table["training_images"].to_numpy(dtype=float)
+    ax.plot(images, table["estimate"], color=style.NEUTRAL, lw=1, zorder=1)
+    for row in table.itertuples():
+        colour = STATUS_COLOURS[row.verdict]
+        ax.errorbar(
+            row.training_images,
+            row.estimate,
+            yerr=[[row.estimate - row.low], [row.high - row.estimate]],
+            color=colour,
+            marker="o",
+            capsize=3,
+            zorder=2,
+        )
+    ax.axhline(table["null"].iloc[0], color="black", ls="--", lw=0.8)
+    ax.axvline(paper_images, color=style.NEUTRAL, ls=":", lw=1.2)
+    ax.text(
+        paper_images,
+        0.98,
+        " paper profile",
+        transform=ax.get_xaxis_transform(),
+        fontsize=8,
+        va="top",
+        ha="right",
+        rotation=90,
+        color=style.NEUTRAL,
+    )
+    ax.set_xscale("log")
+    ax.set_xlim(images.min() / 2, paper_images * 2)
+    ax.set(xlabel="training images per model (log scale)", ylabel=ylabel)
+    return ax

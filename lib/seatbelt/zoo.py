@@ -43,7 +43,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Sequence, get_args, get_origin, get_type_hints
 
 import numpy as np
 import torch
@@ -85,6 +85,7 @@ class Recipe:
     seatbelt_latents: tuple[int, ...] = (96, 48, 24, 12, 6)
     seatbelt_hidden: tuple[int, ...] = (1024, 512, 256, 128, 64)
     free_bits: float = 0.0
+    likelihood_std: float = 0.1
     mlp_hidden: int = 256
     tc_estimator: str = "mws"
     images_per_s: float = 1000.0
@@ -100,9 +101,11 @@ class Recipe:
         if (
             min(self.n_train, self.n_test, self.steps, self.batch_size, self.latent) < 1
             or self.lr <= 0
+            or not self.likelihood_std > 0
         ):
             raise ZooError(
-                f"recipe for {self.dataset}: sizes, steps and lr must be positive, got {self}."
+                f"recipe for {self.dataset}: sizes, steps, lr and likelihood_std must be positive, "
+                f"got {self}."
             )
         if self.batch_size > self.n_train:
             raise ZooError(
@@ -352,6 +355,41 @@ def recipe(profile: str, dataset: str) -> Recipe:
     return recipes[dataset]
 
 
+def reach(
+    datasets: str | Sequence[str], profile: str, *, steps: int | None = None
+) -> dict[str, Any]:
+    """How far a verdict on models of ``datasets`` reaches, as the fields of a claim check
+    (:class:`seatbelt.claims.ClaimCheck`): the dataset(s), and the training images per model at
+    ``profile`` (``steps`` for points trained to another length) and at the paper profile. Of
+    several datasets, the one whose models saw the smallest share of the paper's images speaks."""
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    shares = []
+    for name in names:
+        own, paper = recipe(profile, name), recipe("paper", name)
+        images = (steps or own.steps) * own.batch_size
+        shares.append((images / (paper.steps * paper.batch_size), images, paper))
+    _, images, paper = min(shares, key=lambda share: share[0])
+    return {
+        "dataset": ", ".join(names),
+        "training_images": images,
+        "paper_training_images": paper.steps * paper.batch_size,
+    }
+
+
+def beta_scale(dataset: str, profile: str) -> float:
+    """How much more every KL and TC term weighs against the likelihood at ``profile`` than at the
+    paper profile: (pixels / std^2 at the paper profile) / (the same at ``profile``). The Gaussian
+    likelihood sums one term of weight 1 / std^2 per pixel while the KL and TC terms do not grow
+    with the image, so a profile's beta acts as beta times this at the paper's resolution (1 when
+    the recipes keep pixels / std^2 equal, as params/cpu/zoo.yaml does)."""
+
+    def weight(r: Recipe) -> float:
+        side = r.image_size or 1  # None: the data's own size, the same at every profile
+        return side**2 / r.likelihood_std**2
+
+    return weight(recipe("paper", dataset)) / weight(recipe(profile, dataset))
+
+
 REFERENCE_EVAL_COST = (
     10.0  # one scipy evaluation in units of the batched solver's (bench/attacks.py)
 )
@@ -429,6 +467,7 @@ def model_config(point: Point, r: Recipe, data_shape: tuple[int, ...]) -> ModelC
         beta=point.beta,
         data_shape=data_shape,
         net=net,
+        likelihood_std=r.likelihood_std,
         mlp_hidden=r.mlp_hidden,
         tc_estimator=r.tc_estimator,
     )

@@ -48,6 +48,17 @@ problems in lock-step rounds of one evaluation each:
   row; its cost is the work of all its rows. With ``race_iter`` > 0 the starts race that many
   iterations and only each problem's leader goes on. Every row offers its distortion to the
   lambda path, but only the leaders adopt and polish one.
+* budgets: the feasible set is the objective's (:mod:`.constraints`). An L∞ budget is a tighter
+  box and changes nothing above. An L2 budget adds a ball: every projection above is then the
+  exact projection onto box and ball (:meth:`~.objectives.AttackObjective.project`). On the
+  sphere the solver works with the Lagrangian: curvature pairs of g + mu d (mu the ball's KKT
+  multiplier estimated from -g = mu d), so the memory learns H + mu I, the curvature along the
+  sphere; a direction that points out of the ball keeps only its part tangent to the sphere
+  (the ball's analogue of holding a variable on its bound). Because the ball's projection
+  scales variables off their bounds by a hair, "on a bound" means within an epsilon-active
+  width (Bertsekas 1982), and those variables take the gradient step that the projection puts
+  back on the bound. Descent is judged on the free variables. With no lambda path to share,
+  restarts of one input are independent rows (``groups`` None).
 * evaluations: by default (``inference_copy``) the solver evaluates a copy of the model with
   BatchNorm folded into the layer before it, the single-channel convolution unfolded into a
   matrix product, and channels-last layout (:mod:`.inference`), the same function up to float
@@ -67,6 +78,7 @@ import torch
 from torch import Tensor
 
 from .. import progress
+from .constraints import project
 from .inference import inference_copy
 from .objectives import AttackObjective
 from .solvers import SolveResult
@@ -175,8 +187,13 @@ class BatchedLBFGSB:
         n_problems, shape = len(objective), d0.shape[1:]
         if self.inference_copy:
             objective = objective.with_model(inference_copy(objective.model))
-        begins = {"source": d0, "target": objective.targets - objective.sources}
-        run = _Run(self, objective, torch.cat([begins[s].flatten(1) for s in self.starts]))
+        if "target" in self.starts and objective.targets is None:
+            raise ValueError(
+                f"the {objective.attack.kind} attack has no target to start from; use "
+                "starts=('source',)."
+            )
+        begins = {"source": lambda: d0, "target": lambda: objective.targets - objective.sources}
+        run = _Run(self, objective, torch.cat([begins[s]().flatten(1) for s in self.starts]))
         everyone = torch.arange(len(run.d), device=d0.device)
         if len(self.starts) > 1 and 0 < self.race_iter < self.max_iter:
             run.minimise(everyone, self.race_iter)
@@ -207,6 +224,11 @@ class BatchedLBFGSB:
         )
 
 
+def _held(d: Tensor, g: Tensor, lower: Tensor, upper: Tensor, width: Tensor | float) -> Tensor:
+    """Variables within ``width`` of a bound with the gradient pushing outward."""
+    return ((d <= lower + width) & (g > 0)) | ((d >= upper - width) & (g < 0))
+
+
 def _best_rows(f: Tensor, n_starts: int) -> Tensor:
     """Each problem's row with the lowest objective (row s P + p is problem p from start s)."""
     n_problems = len(f) // n_starts
@@ -232,7 +254,8 @@ class _Run:
         )
         self.lambdas = objective.lambdas.repeat(copies)
         self.groups = objective.groups.repeat(copies) if objective.groups is not None else None
-        self.d = torch.clamp(start, self.lower, self.upper)
+        self.radius = objective.radius
+        self.d = project(start, self.lower, self.upper, self.radius)
         self.f = torch.full((n_problems,), float("inf"), dtype=dtype, device=device)
         self.divergence = torch.full_like(self.f, float("inf"))
         self.iterations = torch.zeros(n_problems, dtype=torch.long, device=device)
@@ -273,8 +296,11 @@ class _Run:
         trial = torch.where(
             fresh[:, None],
             d,
-            torch.clamp(
-                d + st.step[live, None] * st.direction[live], st.lower[live], st.upper[live]
+            project(
+                d + st.step[live, None] * st.direction[live],
+                st.lower[live],
+                st.upper[live],
+                self.radius,
             ),
         )
         f_trial, div_trial, g_trial = self.objective.value_and_grad(
@@ -306,6 +332,11 @@ class _Run:
         live, rows, keep = slice(0, m), torch.arange(m, device=acc.device), acc[:, None]
         f_old = st.f[live].clone()
         y = g_new - st.g[live]
+        if self.radius is not None:
+            # pairs of the Lagrangian's gradient g + mu d: its Hessian H + mu I carries the
+            # sphere's curvature, which the objective's alone lacks
+            held = _held(trial, g_new, st.lower[live], st.upper[live], self._width(slice(0, m)))
+            y = y + self._ball_multiplier(trial, g_new, held)[:, None] * s
         sy, yy = (s * y).sum(-1), (y * y).sum(-1)
         stepped = acc & ~fresh
         store = stepped & (sy > self.eps * yy)
@@ -321,7 +352,8 @@ class _Run:
         st.f_start[live] = torch.where(started, f_new, st.f_start[live])
         st.f_checkpoint[live] = torch.where(started, f_new, st.f_checkpoint[live])
 
-        projected = torch.clamp(trial - g_new, st.lower[live], st.upper[live]) - trial
+        projected = project(trial - g_new, st.lower[live], st.upper[live], self.radius) - trial
+        st.pg[live] = torch.where(acc, projected.abs().amax(-1), st.pg[live])
         code = torch.full_like(rows, RUNNING)
         code.masked_fill_(st.evaluations[live] >= cfg.max_evals, MAX_EVALS)
         code.masked_fill_(st.iterations[live] >= self.max_iter, MAX_ITER)
@@ -392,18 +424,52 @@ class _Run:
         st = self.slots
         live = slice(0, len(turning))
         g, d = st.g[live], st.d[live]
-        held = ((d <= st.lower[live]) & (g > 0)) | ((d >= st.upper[live]) & (g < 0))
-        p = -st.two_loop(g, ~held)
-        not_descent = turning & ~((g * p).sum(-1) < 0)
+        held = _held(d, g, st.lower[live], st.upper[live], self._width(live))
+        if self.radius is None:
+            p = -st.two_loop(g, ~held)
+        else:
+            # near-bound variables take the gradient step, which the projection puts back on their
+            # bound (two-metric projection); the others the quasi-Newton step of the Lagrangian
+            mu = self._ball_multiplier(d, g, held)
+            p = torch.where(held, -g, -st.two_loop(g + mu[:, None] * d, ~held))
+            # a direction out of the ball keeps only its part tangent to the sphere, in the free
+            # variables
+            free = d.masked_fill(held, 0.0)
+            ff, fp = (free * free).sum(-1), (free * p).sum(-1)
+            outward = (mu > 0) & (fp > 0)
+            p = torch.where(outward[:, None], p - (fp / ff.clamp_min(self.eps))[:, None] * free, p)
+        # judged on the free variables: a held one's step ends on its bound, it does not descend
+        not_descent = turning & ~((g * p).masked_fill(held, 0.0).sum(-1) < 0)
         if not_descent.any():
             st.forget(torch.nonzero(not_descent).flatten())
-            steepest = g[not_descent].masked_fill(held[not_descent], 0.0)
+            # with a ball, the whole gradient: its projected path is a descent path
+            steepest = g[not_descent]
+            if self.radius is None:
+                steepest = steepest.masked_fill(held[not_descent], 0.0)
             p[not_descent] = -steepest / steepest.norm(dim=-1, keepdim=True).clamp_min(
                 torch.finfo(g.dtype).tiny
             )
         st.direction[live] = torch.where(turning[:, None], p, st.direction[live])
         st.step[live] = torch.where(turning, 1.0, st.step[live])
         st.backtracks[live] = torch.where(turning, 0, st.backtracks[live])
+
+    def _width(self, live: slice) -> Tensor | float:
+        """How near a bound a variable counts as on it. With a ball, the projection scales
+        variables off their bounds by a hair, so a variable within min(||P(d - g) - d||_inf,
+        eps / 100) of its bound counts (Bertsekas 1982's epsilon-active set); a box alone puts
+        them exactly on it."""
+        if self.radius is None:
+            return 0.0
+        return self.slots.pg[live].clamp_max(0.01 * self.radius)[:, None]
+
+    def _ball_multiplier(self, d: Tensor, g: Tensor, held: Tensor) -> Tensor:
+        """The L2 ball's KKT multiplier estimated at d: -g = mu d on the free variables, for a
+        point on the sphere (least squares, clamped at 0); 0 inside the ball."""
+        free = d.masked_fill(held, 0.0)
+        ff = (free * free).sum(-1)
+        mu = (-(g * free).sum(-1) / ff.clamp_min(self.eps)).clamp_min(0.0)
+        on_sphere = ((d * d).sum(-1) >= (self.radius * (1 - 1e-5)) ** 2) & (ff > 0)
+        return torch.where(on_sphere, mu, torch.zeros_like(mu))
 
     def _finish(self, a: Tensor, code: int) -> None:
         st = self.slots
@@ -460,6 +526,7 @@ class _Slots:
         self.d, self.g, self.direction = zeros(n_slots, n), zeros(n_slots, n), zeros(n_slots, n)
         self.lower, self.upper = zeros(n_slots, n), zeros(n_slots, n)
         self.f, self.divergence, self.step = zeros(n_slots), zeros(n_slots), zeros(n_slots)
+        self.pg = zeros(n_slots)  # the projected gradient's inf-norm at d
         self.f_start, self.f_checkpoint = zeros(n_slots), zeros(n_slots)
         self.retried = zeros(n_slots, dtype=torch.bool)
         self.s, self.y = zeros(n_slots, history, n), zeros(n_slots, history, n)

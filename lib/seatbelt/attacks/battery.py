@@ -91,6 +91,11 @@ def run_battery(
     if not attacks:
         raise ValueError("no attack to run: give attacks=('kl', ...) or set protocol.attacks.")
     for attack in attacks:
+        if attack.eps is not None:
+            raise ValueError(
+                f"{attack.kind} with a budget ({attack.budget_label}) has no lambda to sweep: run "
+                "it with seatbelt.attacks.run_budgeted."
+            )
         check_model(model, attack)
     solver = _resolve_solver(solver)
     device = _model_device(model)

@@ -15,6 +15,23 @@ distortion d with x + d inside the data range [-1, 1]. Objectives:
       Delta(d) = ||recon(x + d) - x_t||^2 + lambda ||d||^2,
   with recon(.) the likelihood mean at the posterior means.
 
+Untargeted attacks (Kuzina, Welling and Tomczak 2021, 2022) have no target: they push the model
+away from what it does with the undistorted input, and are only meaningful within a budget
+(below), since a larger distortion always pushes further:
+
+* "untargeted-kl": maximise the symmetric KL (Jeffreys divergence) between the attacked and the
+  undistorted posteriors, summed over the attacked layers,
+      SKL(d) = sum_{i in layers} KL(q(z_i | x + d) || q(z_i | x)) + KL(q(z_i | x) || q(z_i | x + d))
+* "untargeted-recon": maximise ||recon(x + d) - recon(x)||^2.
+
+Solvers minimise, so these evaluate Delta(d) = -divergence(d) + lambda ||d||^2; the reported
+divergence stays the positive quantity.
+
+**Budgets.** ``Attack(kind, layers, norm="linf" | "l2", eps=eps)`` replaces the penalty by a
+constraint, ||d|| <= eps (the threat model of the post-2021 literature); the problem's lambda is
+then 0. eps is in the data's units: images here live in [-1, 1], so a peer's eps = 0.1 on [0, 1]
+images is eps = 0.2 here. The feasible set and its projection are :mod:`.constraints`.
+
 All are evaluated deterministically: every layer of the chain is conditioned on the means of
 the layer below (``encode(sample=False)``), and the output attack's expectation is taken at the
 posterior means (``model.elbo(x + d, target=x_t, sample=False)``). A sampled objective would
@@ -28,6 +45,8 @@ lets one forward and backward pass serve a whole battery.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -35,30 +54,47 @@ import torch
 from torch import Tensor
 
 from ..gaussian import kl, w2
+from .constraints import NORMS, Norm, budget_box, project
 
-AttackKind = Literal["kl", "w2", "output", "recon"]
-OutputKind = Literal["output", "recon"]  # attacks on what the model outputs, through every layer
+AttackKind = Literal["kl", "w2", "output", "recon", "untargeted-kl", "untargeted-recon"]
+# attacks on what the model outputs, through every layer
+OutputKind = Literal["output", "recon", "untargeted-recon"]
+UntargetedKind = Literal["untargeted-kl", "untargeted-recon"]
 LayerName = Literal["all", "bottom", "top"]
 
 ATTACK_KINDS: tuple[AttackKind, ...] = get_args(AttackKind)
 OUTPUT_KINDS: tuple[OutputKind, ...] = get_args(OutputKind)
+UNTARGETED_KINDS: tuple[UntargetedKind, ...] = get_args(UntargetedKind)
 LAYER_NAMES: tuple[LayerName, ...] = get_args(LayerName)
-_DIVERGENCES = {"kl": kl, "w2": w2}
+
+
+def _symmetric_kl(mu1: Tensor, logvar1: Tensor, mu2: Tensor, logvar2: Tensor) -> Tensor:
+    return kl(mu1, logvar1, mu2, logvar2) + kl(mu2, logvar2, mu1, logvar1)
+
+
+_DIVERGENCES = {"kl": kl, "w2": w2, "untargeted-kl": _symmetric_kl}
 
 
 @dataclass(frozen=True)
 class Attack:
-    """Which objective, on which latent layers.
+    """Which objective, on which latent layers, under which budget.
 
     kind:   "kl" or "w2" (latent attacks, Eqs 1 and 10), "output" (Eq 2) or "recon" (L2 between
-            the reconstruction and the target, Gondim-Ribeiro et al. 2018).
+            the reconstruction and the target, Gondim-Ribeiro et al. 2018); untargeted,
+            "untargeted-kl" (symmetric KL from the undistorted posterior) or "untargeted-recon"
+            (L2 from the undistorted reconstruction), which need a budget (module docstring).
     layers: "all" (the paper's default, Eq 10), "bottom" (z_1), "top" (z_L), or layer numbers
             as the paper writes them, 1-based: (1,) is z_1, (1, 3) attacks z_1 and z_3.
-            The output attack uses the whole model and takes "all" only.
+            The output attacks use the whole model and take "all" only.
+    norm, eps: a fixed budget ||d||_norm <= eps, norm "linf" or "l2", eps in the data's units
+            ([-1, 1] here: a peer's eps on [0, 1] images is 2 eps here); both None (the default)
+            is the paper's penalised attack.
     """
 
     kind: AttackKind = "kl"
     layers: LayerName | tuple[int, ...] = "all"
+    norm: Norm | None = None
+    eps: float | None = None
 
     def __post_init__(self):
         if self.kind not in ATTACK_KINDS:
@@ -81,6 +117,44 @@ class Attack:
             raise ValueError(
                 f"the {self.kind} attack uses every layer; got layers={self.layers!r}, use 'all'."
             )
+        self._check_budget()
+
+    def _check_budget(self) -> None:
+        if self.norm is not None and self.norm not in NORMS:
+            raise ValueError(f"unknown norm {self.norm!r}; use one of {NORMS}, e.g. norm='linf'.")
+        if (self.norm is None) != (self.eps is None):
+            given, missing = ("eps", "norm") if self.norm is None else ("norm", "eps")
+            raise ValueError(
+                f"a budget needs both norm and eps; got {given} without {missing}: pass "
+                "norm='linf' or 'l2' with eps=..., or neither for the penalised attack."
+            )
+        if self.eps is not None:
+            if isinstance(self.eps, bool) or not isinstance(self.eps, numbers.Real):
+                raise TypeError(f"eps must be a number, got {type(self.eps).__name__}.")
+            eps = float(self.eps)
+            if not math.isfinite(eps) or eps < 0:
+                raise ValueError(
+                    f"eps must be finite and >= 0, got {self.eps!r}: it is the radius of the "
+                    "budget ball, in the data's units ([-1, 1] here)."
+                )
+            object.__setattr__(self, "eps", eps)
+        if self.untargeted and self.eps is None:
+            raise ValueError(
+                f"the {self.kind} attack maximises a divergence, which only a budget bounds: give "
+                "norm='linf' or 'l2' and eps=..."
+            )
+
+    @property
+    def untargeted(self) -> bool:
+        return self.kind in UNTARGETED_KINDS
+
+    @property
+    def budget_label(self) -> str:
+        """The budget as text, with the units an eps is in (none for the penalised attack)."""
+        if self.eps is None:
+            return "penalised"
+        symbol = {"linf": "L∞", "l2": "L2"}[self.norm]
+        return f"{symbol} ε = {self.eps:g} (images in [-1, 1]; {self.eps / 2:g} on [0, 1])"
 
     @classmethod
     def coerce(cls, attack: "Attack | AttackKind") -> "Attack":
@@ -111,9 +185,11 @@ class Attack:
 
 def check_model(model, attack: Attack) -> None:
     """Raise before any optimisation if ``model`` cannot serve ``attack``."""
-    needed = ("encode", "n_layers") + {"output": ("elbo",), "recon": ("decode",)}.get(
-        attack.kind, ()
-    )
+    needed = ("encode", "n_layers") + {
+        "output": ("elbo",),
+        "recon": ("decode",),
+        "untargeted-recon": ("decode",),
+    }.get(attack.kind, ())
     missing = [name for name in needed if not hasattr(model, name)]
     if missing:
         raise TypeError(
@@ -127,10 +203,15 @@ def check_model(model, attack: Attack) -> None:
 class AttackObjective:
     """Delta(d) of one attack for a stack of P problems (source, target, lambda).
 
-    ``sources`` and ``targets`` are (P, *item_shape) in [-1, 1]; ``lambdas`` is (P,); ``groups``
-    (P,), optional, labels problems that share their source and target (one lambda path each).
-    The target posteriors are computed once. Every method takes an optional index tensor ``idx``
-    selecting the problems that ``d`` holds, so solvers can evaluate any subset of the stack.
+    ``sources`` and ``targets`` are (P, *item_shape) in [-1, 1] (``targets`` None for an
+    untargeted attack); ``lambdas`` is (P,); ``groups`` (P,), optional, labels problems that share
+    their source and target (one lambda path each). The posteriors (or reconstructions) the
+    divergence is measured against, the targets' or for an untargeted attack the sources' own, are
+    computed once. Every method takes an optional index tensor ``idx`` selecting the problems that
+    ``d`` holds, so solvers can evaluate any subset of the stack.
+
+    Feasible set: ``lower``/``upper`` (P, *item_shape), the data range intersected with an L∞
+    budget, and ``radius``, the L2 budget's eps or None; :meth:`project` maps onto it.
     """
 
     def __init__(
@@ -138,12 +219,20 @@ class AttackObjective:
         model,
         attack: Attack,
         sources: Tensor,
-        targets: Tensor,
+        targets: Tensor | None,
         lambdas: Tensor,
         groups: Tensor | None = None,
     ):
         check_model(model, attack)
-        if sources.shape != targets.shape:
+        if attack.untargeted and targets is not None:
+            raise ValueError(
+                f"the {attack.kind} attack is untargeted (it pushes away from the source's own "
+                "encoding) and takes no target: pass targets=None, or use a targeted kind such as "
+                "'kl'."
+            )
+        if not attack.untargeted and targets is None:
+            raise ValueError(f"the {attack.kind} attack needs targets, one per source.")
+        if targets is not None and sources.shape != targets.shape:
             raise ValueError(
                 f"sources {tuple(sources.shape)} and targets {tuple(targets.shape)} must have the "
                 "same shape."
@@ -162,12 +251,16 @@ class AttackObjective:
         self.lambdas = lambdas.to(sources)
         self.groups = groups
         self.layers = () if attack.kind in OUTPUT_KINDS else attack.layer_indices(model.n_layers)
-        self.lower = -1.0 - sources
-        self.upper = 1.0 - sources
-        if attack.kind not in OUTPUT_KINDS:
-            with torch.no_grad():
-                posteriors = model.encode(targets, sample=False).posteriors
-            self.target_posteriors = [posteriors[i].detach() for i in self.layers]
+        self.lower, self.upper = budget_box(-1.0 - sources, 1.0 - sources, attack.norm, attack.eps)
+        self.radius = attack.eps if attack.norm == "l2" else None
+        # what the divergence is measured against: the target, or the source itself (untargeted)
+        reference = sources if attack.untargeted else targets
+        with torch.no_grad():
+            if attack.kind == "untargeted-recon":
+                self.reference_recons = model.decode(model.encode(reference, sample=False).z)
+            elif attack.kind not in OUTPUT_KINDS:
+                posteriors = model.encode(reference, sample=False).posteriors
+                self.target_posteriors = [posteriors[i].detach() for i in self.layers]
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -181,21 +274,28 @@ class AttackObjective:
     def subset(self, idx: Tensor) -> "AttackObjective":
         """The problems ``idx`` as a stack of their own (e.g. to re-solve a sample of them)."""
         groups = self.groups[idx] if self.groups is not None else None
+        targets = self.targets[idx] if self.targets is not None else None
         return AttackObjective(
-            self.model, self.attack, self.sources[idx], self.targets[idx], self.lambdas[idx], groups
+            self.model, self.attack, self.sources[idx], targets, self.lambdas[idx], groups
         )
 
     def _take(self, t: Tensor, idx: Tensor | None) -> Tensor:
         return t if idx is None else t[idx]
+
+    def project(self, d: Tensor, idx: Tensor | None = None) -> Tensor:
+        """``d`` (of the problems ``idx``) projected onto each problem's feasible set."""
+        lower, upper = self._take(self.lower, idx), self._take(self.upper, idx)
+        return project(d.flatten(1), lower.flatten(1), upper.flatten(1), self.radius).view_as(d)
 
     def divergence(self, d: Tensor, idx: Tensor | None = None) -> Tensor:
         """The attack term without the distortion penalty, (P,), differentiable in ``d``."""
         x = self._take(self.sources, idx) + d
         if self.attack.kind == "output":
             return -self.model.elbo(x, target=self._take(self.targets, idx), sample=False)
-        if self.attack.kind == "recon":
+        if self.attack.kind in ("recon", "untargeted-recon"):
             recon = self.model.decode(self.model.encode(x, sample=False).z)
-            return (recon - self._take(self.targets, idx)).flatten(1).pow(2).sum(-1)
+            reference = self.targets if self.attack.kind == "recon" else self.reference_recons
+            return (recon - self._take(reference, idx)).flatten(1).pow(2).sum(-1)
         posteriors = self.model.encode(x, sample=False).posteriors
         r = _DIVERGENCES[self.attack.kind]
         total = torch.zeros(len(d), dtype=d.dtype, device=d.device)
@@ -205,9 +305,10 @@ class AttackObjective:
         return total
 
     def __call__(self, d: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """(Delta, divergence), each (P,)."""
+        """(Delta, divergence), each (P,); an untargeted attack minimises minus its divergence."""
         div = self.divergence(d, idx)
-        return div + self._take(self.lambdas, idx) * d.flatten(1).pow(2).sum(-1), div
+        attained = -div if self.attack.untargeted else div
+        return attained + self._take(self.lambdas, idx) * d.flatten(1).pow(2).sum(-1), div
 
     def value_and_grad(self, d: Tensor, idx: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """(Delta, divergence, dDelta/dd), detached; one forward and one backward pass."""
