@@ -551,8 +551,9 @@ def ratio_of_pooled_means(
     same draw for both arms, so that a pair's trials stay together and pairs are shared across
     the arms (``crossed``: seeds and pairs drawn on their own, for pairs shared across seeds).
     Percentile interval. This is Fig 3's statistic (pooled trials per β) with an interval
-    whose units are the ones that vary independently; an interval that resamples trials as
-    independent units is far narrower, since a pair's trials at nearby λ are nearly its KL0.
+    whose units are the ones that vary independently. An interval that resamples trials as
+    independent units misstates it both ways: too narrow, since a pair's trials at nearby λ are
+    nearly its KL0, and too wide where pairing the arms removes the pairs' own spread.
     """
     arm = np.asarray(arm, dtype=bool)
     values = frame[value].to_numpy(dtype=float)
