@@ -27,7 +27,7 @@ import numpy as np
 
 from . import zoo
 from .attacks import SOLVERS, AttackProtocol
-from .attacks.objectives import Attack
+from .attacks.objectives import ATTACK_KINDS, Attack
 from .data import Data
 from .data import missing as dataset_missing
 from .data.dsprites import FACTOR_NAMES, FACTOR_VALUES, SHAPE_NAMES
@@ -799,3 +799,165 @@ def seatbelt(**parameters: Any) -> Needs:
     C6), the chain baseline, a CelebA beta-TCVAE and Seatbelt at one large beta (Fig 6c) and a
     Swiss-roll Seatbelt (Theorem 1, C12); no battery."""
     return seatbelt_models(**parameters).needs
+
+
+# ---------------------------------------------------------------------------------------------
+# today's threat models: fixed budgets, untargeted attacks, restarts (book/threat_models.ipynb)
+
+THREAT_FAMILIES = ("VAE", "beta-TCVAE", "Seatbelt")  # the page's order, least robust first
+
+
+def budget_attack(kind: str, norm: Any, eps: Any, *, target: bool | None = None) -> Attack:
+    """The budgeted attack ``kind`` within ||d||_norm <= eps, checked before any work: a known
+    kind and norm, eps finite and >= 0 in the data's units (images in [-1, 1]), a norm with every
+    eps, and no target for an untargeted attack (``target`` True: the caller gives one)."""
+    _require(
+        norm is not None,
+        f"eps={eps!r} without a norm: write each budget as [norm, eps], norm 'linf' or 'l2'.",
+    )
+    _require(
+        isinstance(eps, (int, float))
+        and not isinstance(eps, bool)
+        and math.isfinite(eps)
+        and eps >= 0,
+        f"eps={eps!r}: a budget is a finite number >= 0, in the data's units (images in [-1, 1]: "
+        "a peer's 0.1 on [0, 1] is 0.2 here).",
+    )
+    _require(norm in ("linf", "l2"), f"unknown norm {norm!r}: use 'linf' or 'l2'.")
+    attack = Attack(kind, norm=norm, eps=float(eps))
+    _require(
+        not (attack.untargeted and target),
+        f"the {kind} attack is untargeted (it pushes away from the source's own encoding) and "
+        "takes no target; use a targeted kind such as 'kl' to attack towards a target.",
+    )
+    return attack
+
+
+def _budget_pairs(budgets: Sequence[Sequence[Any]], name: str) -> list[tuple[str, float]]:
+    out = []
+    for budget in budgets:
+        _require(
+            isinstance(budget, (list, tuple)) and len(budget) in (1, 2),
+            f"{name}: each budget is [norm, eps], e.g. ['linf', 0.2]; got {budget!r}.",
+        )
+        norm, eps = (None, budget[0]) if len(budget) == 1 else budget
+        if isinstance(norm, (int, float)) and not isinstance(eps, str):
+            norm, eps = None, norm  # [eps] alone, or [eps, eps]: no norm
+        budget_attack("kl", norm, eps)
+        out.append((norm, float(eps)))
+    return out
+
+
+@checks("threat_models")
+def check_threat_models(
+    *,
+    attacks: Sequence[str],
+    budgets: Sequence[Sequence[Any]],
+    decide_budget: Sequence[Any],
+    n_inputs: int,
+    restarts: int,
+    beta: float,
+    layers: int,
+    ssim_threshold: float = 0.5,
+    **_: Any,
+) -> None:
+    _require(bool(attacks), "attacks: give at least one attack kind, e.g. ['kl'].")
+    pairs = _budget_pairs(budgets, "budgets")
+    _require(bool(pairs), "budgets: give at least one [norm, eps].")
+    (decide,) = _budget_pairs([decide_budget], "decide_budget")
+    _require(
+        decide[0] == "linf" and decide[1] > 0,
+        f"decide_budget={decide_budget}: N1 is about a fixed L-infinity budget; give "
+        "['linf', eps] with eps > 0.",
+    )
+    for kind in attacks:
+        _require(
+            isinstance(kind, str) and kind in ATTACK_KINDS,
+            f"attacks: unknown attack {kind!r}; choose from {ATTACK_KINDS}.",
+        )
+    _require(
+        "kl" in attacks and "untargeted-recon" in attacks,
+        f"attacks={list(attacks)}: the claims need 'kl' (N1) and 'untargeted-recon' (N2).",
+    )
+    _require(n_inputs >= 2, f"n_inputs={n_inputs}: the paired intervals need at least 2 inputs.")
+    _require(restarts >= 2, f"restarts={restarts}: N3 compares restarts, give at least 2.")
+    _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
+    _require(0 < ssim_threshold < 1, f"ssim_threshold={ssim_threshold}: give a value in (0, 1).")
+
+
+@dataclass(frozen=True)
+class ThreatModels:
+    """The budgeted attacks of book/threat_models.ipynb, keyed (dataset, family, kind, norm,
+    eps), the families the display names of :data:`THREAT_FAMILIES`; ``missing`` holds why a
+    dataset was left out."""
+
+    models: dict[tuple[str, str], Point]
+    requests: dict[tuple[str, str, str, str, float], zoo.BudgetRequest]
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(list(self.models.values()), list(self.requests.values()))
+
+
+def threat_models_plan(
+    *,
+    datasets: Sequence[str],
+    beta: float,
+    latent: int,
+    layers: int,
+    attacks: Sequence[str],
+    budgets: Sequence[Sequence[Any]],
+    decide_budget: Sequence[Any],
+    n_inputs: int,
+    restarts: int,
+    max_iter: int,
+    solver: str,
+    seed: int,
+    **_: Any,
+) -> ThreatModels:
+    """The VAE, the beta-TCVAE and the Seatbelt of the layerwise chapter (dSprites: d_z
+    ``latent``; other datasets: the recipe's, as the Seatbelt chapter's CelebA pair), each
+    attacked by every kind of ``attacks`` within every budget, and by the untargeted latent
+    attack within ``decide_budget``. One protocol draws the inputs (and targets) of every model,
+    so the families are compared on the same inputs."""
+    attacker = _attacker(solver, max_iter)
+    budget_list = _budget_pairs([*budgets, decide_budget], "budgets")
+    decide = budget_list.pop()
+    models, requests, missing = {}, {}, {}
+    for dataset in datasets:
+        reason = data_missing(dataset) if dataset != "dsprites" else None
+        if reason is not None:
+            missing[dataset] = reason
+            continue
+        size = latent if dataset == "dsprites" else None
+        points = {
+            "VAE": Point("vae", dataset, 1.0, size, seed=seed),
+            "beta-TCVAE": Point("beta-tcvae", dataset, beta, size, seed=seed),
+            "Seatbelt": Point("seatbelt", dataset, beta, layers=layers, seed=seed),
+        }
+        runs = [(kind, b) for kind in attacks for b in budget_list]
+        runs += [(kind, decide) for kind in (*attacks, "untargeted-kl")]
+        for family, point in points.items():
+            models[dataset, family] = point
+            for kind, (norm, eps) in runs:
+                attack = budget_attack(kind, norm, eps)
+                protocol = AttackProtocol(
+                    n_pairs=n_inputs,
+                    n_lambdas=0,
+                    attacks=(attack,),
+                    seed=seed,
+                    cap_check=0,
+                    reference_check=0,
+                )
+                requests[dataset, family, kind, norm, eps] = zoo.BudgetRequest(
+                    point, attack, protocol, restarts, **attacker
+                )
+    return ThreatModels(models, requests, missing)
+
+
+@chapter("threat_models")
+def threat_models(**parameters: Any) -> Needs:
+    """Budgeted, targeted and untargeted attacks with restarts against the layerwise chapter's
+    VAE, beta-TCVAE and Seatbelt (see :func:`threat_models_plan`)."""
+    return threat_models_plan(**parameters).needs

@@ -509,6 +509,29 @@ class Replay:
         return SolveResult(d, zeros, zeros.copy(), np.zeros(n), ["replayed"] * n)
 
 
+class ReplayBudget:
+    """A "solver" for :func:`seatbelt.attacks.budget.run_budgeted` that returns given distortions,
+    one per input (repeated over the restarts): a budgeted attack solved on the plain model,
+    measured on the defended one (the non-adaptive attack of Kuzina et al.)."""
+
+    name = "replay"
+
+    def __init__(self, distortions: Tensor):
+        self.distortions = distortions
+
+    def solve(self, objective: AttackObjective, d0: Tensor) -> SolveResult:
+        n, m = len(objective), len(self.distortions)
+        if m == 0 or n % m or self.distortions.shape[1:] != d0.shape[1:]:
+            raise ValueError(
+                f"ReplayBudget holds {m} distortions of shape {tuple(self.distortions.shape[1:])};"
+                f" the attack has {n} problems of shape {tuple(d0.shape[1:])}: replay the plain "
+                "attack of the same inputs."
+            )
+        d = self.distortions.to(d0).repeat(n // m, *([1] * (d0.dim() - 1)))
+        zeros = np.zeros(n, dtype=np.int64)
+        return SolveResult(d, zeros, zeros.copy(), np.zeros(n), ["replayed"] * n)
+
+
 def non_adaptive(
     defended: DefendedModel,
     plain: AttackResults,
