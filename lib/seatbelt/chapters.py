@@ -961,3 +961,189 @@ def threat_models(**parameters: Any) -> Needs:
     """Budgeted, targeted and untargeted attacks with restarts against the layerwise chapter's
     VAE, beta-TCVAE and Seatbelt (see :func:`threat_models_plan`)."""
     return threat_models_plan(**parameters).needs
+
+
+# ---------------------------------------------------------------------------------------------
+# defences compared under one protocol (book/defences.ipynb)
+
+DEFENCE_FAMILIES = {"vae": "VAE", "beta-tcvae": "beta-TCVAE", "seatbelt": "Seatbelt"}
+DEFENCE_ATTACKS = ("kl", "output", "budget-kl", "budget-untargeted")
+CONDITIONS = ("none", "non-adaptive", "adaptive")  # no defence; HMC, attacked without / through it
+
+
+def _hmc(step_size: float, n_leapfrog: int, n_steps: int, n_warmup: int, n_draws: int, seed: int):
+    """The chain's settings, the warm-up shortened to leave at least one sample on short chains."""
+    from .defences import HMC
+
+    return HMC(
+        step_size=step_size,
+        n_leapfrog=n_leapfrog,
+        n_steps=n_steps,
+        n_warmup=min(n_warmup, n_steps - 1),
+        n_draws=n_draws,
+        seed=seed,
+    )
+
+
+@checks("defences")
+def check_defences(
+    *,
+    families: Sequence[str],
+    step_size: float,
+    n_leapfrog: int,
+    n_steps: int,
+    n_warmup: int,
+    n_draws: int,
+    chain_lengths: Sequence[int],
+    chain_family: str,
+    budget: Sequence[Any],
+    n_pairs: int,
+    restarts: int,
+    beta: float,
+    layers: int,
+    d3_margin: float,
+    **_: Any,
+) -> None:
+    for family in [*families, chain_family]:
+        _require(
+            family in DEFENCE_FAMILIES,
+            f"unknown family {family!r}: the defences chapter compares {list(DEFENCE_FAMILIES)}.",
+        )
+    _require(
+        "seatbelt" in families and len(families) >= 2,
+        f"families={list(families)}: D4 compares the Seatbelt with another family; give both.",
+    )
+    _require(
+        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0,
+        f"step_size={step_size!r}: the leapfrog step must be a positive number (it adapts from "
+        "there during the warm-up; 0.1 to 0.5 is typical).",
+    )
+    for name, value in (("n_leapfrog", n_leapfrog), ("n_steps", n_steps), ("n_draws", n_draws)):
+        _require(
+            isinstance(value, int) and value >= 1,
+            f"{name}={value!r}: a chain length must be a positive integer.",
+        )
+    _require(
+        bool(chain_lengths) and all(isinstance(n, int) and n >= 1 for n in chain_lengths),
+        f"chain_lengths={chain_lengths}: give HMC iterations per chain, positive integers.",
+    )
+    for length in {n_steps, *chain_lengths}:
+        try:
+            _hmc(step_size, n_leapfrog, length, n_warmup, n_draws, 0)
+        except ValueError as e:
+            raise ValueError(f"HMC with n_steps={length}: {e}") from None
+    _budget_pairs([budget], "budget")
+    _require(n_pairs >= 2, f"n_pairs={n_pairs}: the paired intervals need at least 2 pairs.")
+    _require(restarts >= 1, f"restarts={restarts}: give at least one start per input.")
+    _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
+    _require(0 <= d3_margin < 1, f"d3_margin={d3_margin}: a fraction in [0, 1).")
+
+
+@dataclass(frozen=True)
+class Defences:
+    """What book/defences.ipynb runs: per family (display name) its zoo point; per (family,
+    attack, condition) the attack request (:data:`DEFENCE_ATTACKS`, :data:`CONDITIONS`; a
+    :class:`~seatbelt.zoo.DefendedRequest`, ``hmc`` None for no defence); and the chain-length
+    study, per (HMC iterations, condition), the untargeted budgeted attack on ``chain_family``."""
+
+    models: dict[str, Point]
+    hmc: Any
+    requests: dict[tuple[str, str, str], zoo.DefendedRequest]
+    chain: dict[tuple[int, str], zoo.DefendedRequest]
+
+    @property
+    def needs(self) -> Needs:
+        every = [*self.requests.values(), *self.chain.values()]
+        return Needs(list(self.models.values()), [r.request if r.hmc is None else r for r in every])
+
+
+def defences_plan(
+    *,
+    families: Sequence[str],
+    beta: float,
+    latent: int,
+    layers: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    budget: Sequence[Any],
+    restarts: int,
+    max_iter: int,
+    solver: str,
+    step_size: float,
+    n_leapfrog: int,
+    n_steps: int,
+    n_warmup: int,
+    n_draws: int,
+    chain_lengths: Sequence[int],
+    chain_family: str,
+    seed: int,
+    **_: Any,
+) -> Defences:
+    """The zoo's dSprites VAE, beta-TCVAE (d_z ``latent``) and Seatbelt (``layers``) at ``beta``,
+    as the threat_models chapter's, each attacked by the paper's latent KL and output attacks
+    (penalised, a lambda path) and by the targeted and untargeted attacks within ``budget``, each
+    on the plain model, on the defended one without differentiating the chain (the plain attack's
+    distortions) and through the chain. The protocols skip the battery's cap and reference
+    controls: through a chain each re-solve costs the chain's decoder passes."""
+    attacker = _attacker(solver, max_iter)
+    hmc = _hmc(step_size, n_leapfrog, n_steps, n_warmup, n_draws, seed)
+    ((norm, eps),) = _budget_pairs([budget], "budget")
+    points = {
+        "vae": Point("vae", "dsprites", 1.0, latent, seed=seed),
+        "beta-tcvae": Point("beta-tcvae", "dsprites", beta, latent, seed=seed),
+        "seatbelt": Point("seatbelt", "dsprites", beta, layers=layers, seed=seed),
+    }
+
+    def base(point: Point, attack: str):
+        if attack in ("kl", "output"):
+            protocol = AttackProtocol(
+                n_pairs=n_pairs,
+                n_lambdas=n_lambdas,
+                attacks=(attack,),
+                seed=seed,
+                log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+                cap_check=0,
+                reference_check=0,
+            )
+            return BatteryRequest(point, protocol, **attacker)
+        kind = "kl" if attack == "budget-kl" else "untargeted-recon"
+        chosen = budget_attack(kind, norm, eps)
+        protocol = AttackProtocol(
+            n_pairs=n_pairs,
+            n_lambdas=0,
+            attacks=(chosen,),
+            seed=seed,
+            cap_check=0,
+            reference_check=0,
+        )
+        return zoo.BudgetRequest(point, chosen, protocol, restarts, **attacker)
+
+    def conditions(request, chain_hmc):
+        return {
+            "none": zoo.DefendedRequest(request, None),
+            "non-adaptive": zoo.DefendedRequest(request, chain_hmc, adaptive=False),
+            "adaptive": zoo.DefendedRequest(request, chain_hmc, adaptive=True),
+        }
+
+    models, requests, chain = {}, {}, {}
+    for family in families:
+        name = DEFENCE_FAMILIES[family]
+        models[name] = points[family]
+        for attack in DEFENCE_ATTACKS:
+            for condition, r in conditions(base(points[family], attack), hmc).items():
+                requests[name, attack, condition] = r
+    study = base(points[chain_family], "budget-untargeted")
+    for length in chain_lengths:
+        chain_hmc = _hmc(step_size, n_leapfrog, length, n_warmup, n_draws, seed)
+        for condition, r in conditions(study, chain_hmc).items():
+            chain[length, condition] = r
+    return Defences(models, hmc, requests, chain)
+
+
+@chapter("defences")
+def defences(**parameters: Any) -> Needs:
+    """The zoo's VAE, beta-TCVAE and Seatbelt on dSprites with and without HMC, under the paper's
+    attacks and the budgeted ones, each non-adaptive and adaptive (see :func:`defences_plan`)."""
+    return defences_plan(**parameters).needs

@@ -610,3 +610,16 @@ def chain_cost(defended: DefendedModel, x: Tensor, repeats: int = 3) -> Cost:
         inputs=len(x),
         device=str(x.device),
     )
+
+
+def clean_log_likelihood(model, x: Tensor, batch: int = 64) -> np.ndarray:
+    """log p(x | z) per clean image ``x`` at the model's latent code (the posterior mean; for a
+    :class:`DefendedModel`, the mean of the chain's samples): how well the model, defended or
+    not, reconstructs inputs nobody attacked (nats per image)."""
+    device = next(iter(model.parameters())).device
+    out = []
+    with torch.no_grad():
+        for chunk in x.split(batch):
+            chunk = chunk.to(device)
+            out.append(model.log_likelihood(chunk, model.encode(chunk, sample=False).z).cpu())
+    return torch.cat(out).double().numpy()
