@@ -953,7 +953,9 @@ def attack_is_cached(request, profile: str = "cpu", *, cache_dir=None) -> bool:
 def attack_minutes(request, profile: str) -> float:
     """Estimated minutes of any attack request (the plan). Through a chain, every evaluation
     costs the chain's decoder passes, each with its backward pass and, when adaptive, a second
-    order pass (about 3x a forward one); measured on the plain model, it costs one pass."""
+    order pass (measured at the cpu recipe's sizes: 16 to 20 ms per problem and evaluation
+    through a chain of 26 passes, against 0.31 to 0.36 ms without, so about 2 plain
+    evaluations per pass); measured on the plain model, it costs one pass per draw."""
     if isinstance(request, BatteryRequest):
         return battery_minutes(request, profile)
     if isinstance(request, BudgetRequest):
@@ -963,7 +965,7 @@ def attack_minutes(request, profile: str) -> float:
         return plain
     passes = request.hmc.n_draws * request.hmc.gradient_evaluations
     if request.adaptive:
-        return plain * passes * 3
+        return plain * passes * 2
     base = request.request
     problems = (
         base.protocol.n_pairs
