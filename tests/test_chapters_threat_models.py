@@ -94,6 +94,8 @@ GOOD = dict(
         (dict(attacks=["kl", "untargeted-recon", "nope"]), "unknown attack 'nope'"),
         (dict(restarts=1), "restarts=1"),
         (dict(solver="adam"), "solver='adam'"),
+        (dict(datasets=["celeba"]), "measured on dSprites"),
+        (dict(profile="smoke", classifier_images=10**9), "classifier_images=1000000000"),
     ],
 )
 def test_bad_threat_model_parameters_are_refused_before_any_work(change, message):

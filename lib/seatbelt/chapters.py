@@ -859,8 +859,17 @@ def check_threat_models(
     beta: float,
     layers: int,
     ssim_threshold: float = 0.5,
+    datasets: Sequence[str] = ("dsprites",),
+    profile: str | None = None,
+    classifier_images: int | None = None,
+    classifier_epochs: int = 1,
     **_: Any,
 ) -> None:
+    _require(
+        "dsprites" in datasets and set(datasets) <= set(zoo.DATASETS),
+        f"datasets={list(datasets)}: the claims are measured on dSprites; give it, and only "
+        f"datasets of the zoo ({', '.join(zoo.DATASETS)}).",
+    )
     _require(bool(attacks), "attacks: give at least one attack kind, e.g. ['kl'].")
     pairs = _budget_pairs(budgets, "budgets")
     _require(bool(pairs), "budgets: give at least one [norm, eps].")
@@ -883,6 +892,14 @@ def check_threat_models(
     _require(restarts >= 2, f"restarts={restarts}: N3 compares restarts, give at least 2.")
     _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
     _require(0 < ssim_threshold < 1, f"ssim_threshold={ssim_threshold}: give a value in (0, 1).")
+    if classifier_images is not None and profile is not None:
+        n_train = zoo.recipe(profile, "dsprites").n_train
+        _require(
+            1 <= classifier_images <= n_train and classifier_epochs >= 1,
+            f"classifier_images={classifier_images}, classifier_epochs={classifier_epochs}: the "
+            f"{profile} recipe has {n_train} dSprites training images; choose 1 to that, and at "
+            "least one epoch.",
+        )
 
 
 @dataclass(frozen=True)
