@@ -99,6 +99,7 @@ GOOD = dict(
         (dict(families=["vae", "seatbelt", "nvae"]), "unknown family 'nvae'"),
         (dict(chain_family="dlgm"), "unknown family 'dlgm'"),
         (dict(budget=[0.2]), "without a norm"),
+        (dict(profile="smoke", classifier_images=0), "classifier_images=0"),
     ],
 )
 def test_bad_defence_parameters_are_refused_before_any_work(change, message):

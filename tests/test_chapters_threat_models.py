@@ -110,9 +110,15 @@ def test_an_untargeted_attack_given_a_target_is_refused():
 
 
 def test_the_chapter_asks_for_one_request_per_family_attack_and_budget():
-    needs = chapters.needs("threat_models", **GOOD)
-    # 3 families x (2 attacks x 2 budgets + 3 attacks at the deciding budget)
-    assert len(needs.models) == 3 and len(needs.batteries) == 3 * (2 * 2 + 3)
+    plan = chapters.threat_models_plan(**GOOD)
+    needs = plan.needs
+    # 3 families x (2 attacks x 2 budgets + 3 attacks at the deciding budget), and the paper's
+    # penalised attack on the VAE and the Seatbelt (N1's premise)
+    assert len(needs.models) == 3 and len(plan.requests) == 3 * (2 * 2 + 3)
+    assert len(needs.batteries) == len(plan.requests) + 2 and set(plan.penalised) == {
+        "VAE",
+        "Seatbelt",
+    }
     inputs = {(r.protocol.n_pairs, r.protocol.seed) for r in needs.batteries}
-    assert inputs == {(4, 0)}  # every family on the same inputs
-    assert np.all([r.restarts == 3 for r in needs.batteries])
+    assert inputs == {(4, 0)}  # every family on the same inputs (the same pairs)
+    assert np.all([r.restarts == 3 for r in plan.requests.values()])

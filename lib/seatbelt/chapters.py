@@ -892,29 +892,38 @@ def check_threat_models(
     _require(restarts >= 2, f"restarts={restarts}: N3 compares restarts, give at least 2.")
     _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
     _require(0 < ssim_threshold < 1, f"ssim_threshold={ssim_threshold}: give a value in (0, 1).")
-    if classifier_images is not None and profile is not None:
-        n_train = zoo.recipe(profile, "dsprites").n_train
-        _require(
-            1 <= classifier_images <= n_train and classifier_epochs >= 1,
-            f"classifier_images={classifier_images}, classifier_epochs={classifier_epochs}: the "
-            f"{profile} recipe has {n_train} dSprites training images; choose 1 to that, and at "
-            "least one epoch.",
-        )
+    _check_classifier(profile, classifier_images, classifier_epochs)
+
+
+def _check_classifier(profile: str | None, images: int | None, epochs: int) -> None:
+    """The latent shape classifier's sample: 1 to the recipe's dSprites training images."""
+    if images is None or profile is None:
+        return
+    n_train = zoo.recipe(profile, "dsprites").n_train
+    _require(
+        1 <= images <= n_train and epochs >= 1,
+        f"classifier_images={images}, classifier_epochs={epochs}: the {profile} recipe has "
+        f"{n_train} dSprites training images; choose 1 to that, and at least one epoch.",
+    )
 
 
 @dataclass(frozen=True)
 class ThreatModels:
     """The budgeted attacks of book/threat_models.ipynb, keyed (dataset, family, kind, norm,
-    eps), the families the display names of :data:`THREAT_FAMILIES`; ``missing`` holds why a
-    dataset was left out."""
+    eps), the families the display names of :data:`THREAT_FAMILIES`; ``penalised``, the paper's
+    latent KL attack on the dSprites VAE and Seatbelt on the same pairs (N1's premise);
+    ``missing`` holds why a dataset was left out."""
 
     models: dict[tuple[str, str], Point]
     requests: dict[tuple[str, str, str, str, float], zoo.BudgetRequest]
+    penalised: dict[str, BatteryRequest] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
 
     @property
     def needs(self) -> Needs:
-        return Needs(list(self.models.values()), list(self.requests.values()))
+        return Needs(
+            list(self.models.values()), [*self.requests.values(), *self.penalised.values()]
+        )
 
 
 def threat_models_plan(
@@ -931,6 +940,10 @@ def threat_models_plan(
     max_iter: int,
     solver: str,
     seed: int,
+    n_lambdas: int = 3,
+    log2_lambda_min: float = -10.0,
+    log2_lambda_max: float = 10.0,
+    penalised_max_iter: int = 50,
     **_: Any,
 ) -> ThreatModels:
     """The VAE, the beta-TCVAE and the Seatbelt of the layerwise chapter (dSprites: d_z
@@ -970,7 +983,22 @@ def threat_models_plan(
                 requests[dataset, family, kind, norm, eps] = zoo.BudgetRequest(
                     point, attack, protocol, restarts, **attacker
                 )
-    return ThreatModels(models, requests, missing)
+    # the paper's attack in the layerwise chapter's form: at equal settings, its batteries
+    penalty = AttackProtocol(
+        n_pairs=n_inputs,
+        n_lambdas=n_lambdas,
+        attacks=("kl",),
+        seed=seed,
+        log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+    )
+    penalised = {
+        family: BatteryRequest(
+            models["dsprites", family], penalty, **_attacker(solver, penalised_max_iter)
+        )
+        for family in ("VAE", "Seatbelt")
+        if ("dsprites", family) in models
+    }
+    return ThreatModels(models, requests, penalised, missing)
 
 
 @chapter("threat_models")
@@ -1019,8 +1047,12 @@ def check_defences(
     beta: float,
     layers: int,
     d3_margin: float,
+    profile: str | None = None,
+    classifier_images: int | None = None,
+    classifier_epochs: int = 1,
     **_: Any,
 ) -> None:
+    _check_classifier(profile, classifier_images, classifier_epochs)
     for family in [*families, chain_family]:
         _require(
             family in DEFENCE_FAMILIES,

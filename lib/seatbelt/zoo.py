@@ -847,7 +847,7 @@ def budget_minutes(request: BudgetRequest, profile: str) -> float:
     return problems * evaluations * r.attack_eval_ms / 1000 / 60
 
 
-DEFENCE_SOURCES = ATTACK_SOURCES + ("defences", "gaussian")
+DEFENCE_SOURCES = ATTACK_SOURCES + ("defences",)
 
 
 def _defended_entry(
