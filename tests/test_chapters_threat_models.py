@@ -93,6 +93,7 @@ GOOD = dict(
         (dict(decide_budget=["l2", 0.2]), "L-infinity"),
         (dict(attacks=["kl", "untargeted-recon", "nope"]), "unknown attack 'nope'"),
         (dict(restarts=1), "restarts=1"),
+        (dict(cap_factor=1), "cap_factor=1"),
         (dict(solver="adam"), "solver='adam'"),
         (dict(datasets=["celeba"]), "measured on dSprites"),
         (dict(profile="smoke", classifier_images=10**9), "classifier_images=1000000000"),
@@ -115,10 +116,13 @@ def test_the_chapter_asks_for_one_request_per_family_attack_and_budget():
     # 3 families x (2 attacks x 2 budgets + 3 attacks at the deciding budget), and the paper's
     # penalised attack on the VAE and the Seatbelt (N1's premise)
     assert len(needs.models) == 3 and len(plan.requests) == 3 * (2 * 2 + 3)
-    assert len(needs.batteries) == len(plan.requests) + 2 and set(plan.penalised) == {
+    assert len(needs.batteries) == len(plan.requests) + 2 + 3 and set(plan.penalised) == {
         "VAE",
         "Seatbelt",
     }
     inputs = {(r.protocol.n_pairs, r.protocol.seed) for r in needs.batteries}
     assert inputs == {(4, 0)}  # every family on the same inputs (the same pairs)
     assert np.all([r.restarts == 3 for r in plan.requests.values()])
+    # the cap control: the claims' untargeted attack again with cap_factor x the iterations
+    caps = {dict(r.solver_options)["max_iter"] for r in plan.capped.values()}
+    assert len(plan.capped) == 3 and caps == {4 * GOOD["max_iter"]}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -863,6 +863,7 @@ def check_threat_models(
     profile: str | None = None,
     classifier_images: int | None = None,
     classifier_epochs: int = 1,
+    cap_factor: int = 4,
     **_: Any,
 ) -> None:
     _require(
@@ -890,6 +891,10 @@ def check_threat_models(
     )
     _require(n_inputs >= 2, f"n_inputs={n_inputs}: the paired intervals need at least 2 inputs.")
     _require(restarts >= 2, f"restarts={restarts}: N3 compares restarts, give at least 2.")
+    _require(
+        isinstance(cap_factor, int) and cap_factor >= 2,
+        f"cap_factor={cap_factor!r}: the cap control runs an integer >= 2 times the iterations.",
+    )
     _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
     _require(0 < ssim_threshold < 1, f"ssim_threshold={ssim_threshold}: give a value in (0, 1).")
     _check_classifier(profile, classifier_images, classifier_epochs)
@@ -918,11 +923,13 @@ class ThreatModels:
     requests: dict[tuple[str, str, str, str, float], zoo.BudgetRequest]
     penalised: dict[str, BatteryRequest] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
+    capped: dict[str, zoo.BudgetRequest] = field(default_factory=dict)
 
     @property
     def needs(self) -> Needs:
         return Needs(
-            list(self.models.values()), [*self.requests.values(), *self.penalised.values()]
+            list(self.models.values()),
+            [*self.requests.values(), *self.penalised.values(), *self.capped.values()],
         )
 
 
@@ -944,6 +951,7 @@ def threat_models_plan(
     log2_lambda_min: float = -10.0,
     log2_lambda_max: float = 10.0,
     penalised_max_iter: int = 50,
+    cap_factor: int = 4,
     **_: Any,
 ) -> ThreatModels:
     """The VAE, the beta-TCVAE and the Seatbelt of the layerwise chapter (dSprites: d_z
@@ -998,7 +1006,17 @@ def threat_models_plan(
         for family in ("VAE", "Seatbelt")
         if ("dsprites", family) in models
     }
-    return ThreatModels(models, requests, penalised, missing)
+    # the control on the iteration cap: the untargeted output attack at the claims' budget with
+    # cap_factor times the iterations, per dSprites family
+    capped = {
+        family: replace(
+            requests[("dsprites", family, "untargeted-recon", *decide)],
+            **_attacker(solver, cap_factor * max_iter),
+        )
+        for family in THREAT_FAMILIES
+        if ("dsprites", family, "untargeted-recon", *decide) in requests
+    }
+    return ThreatModels(models, requests, penalised, missing, capped)
 
 
 @chapter("threat_models")
