@@ -394,3 +394,18 @@ def test_crossed_weights_multiply_the_levels_counts():
     for w in seeds[:20]:
         assert np.linalg.matrix_rank(w) <= 1
     assert np.allclose(weights.mean(axis=0), 1, atol=0.15)
+
+
+def test_all_of_holds_only_when_every_effect_does():
+    def effect(low, high):
+        return claims.Effect("e", (low + high) / 2, low, high, null=0.0, direction="greater")
+
+    held, open_, against = effect(1, 2), effect(-1, 1), effect(-2, -1)
+    assert claims.ClaimCheck("N2", **claims.all_of([held, held])).status == "held"
+    kwargs = claims.all_of([held, open_])
+    assert kwargs["effect"] is open_ and claims.ClaimCheck("N2", **kwargs).status == "inconclusive"
+    kwargs = claims.all_of([open_, against, held])  # one contradicted comparison decides
+    assert kwargs["effect"] is against and kwargs["context"] == (open_, held)
+    assert claims.ClaimCheck("N2", **kwargs).status == "contradicted"
+    with pytest.raises(ValueError):
+        claims.all_of([])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from . import zoo
 from .attacks import SOLVERS, AttackProtocol
-from .attacks.objectives import Attack
+from .attacks.objectives import ATTACK_KINDS, Attack
 from .data import Data
 from .data import missing as dataset_missing
 from .data.dsprites import FACTOR_NAMES, FACTOR_VALUES, SHAPE_NAMES
@@ -799,3 +799,418 @@ def seatbelt(**parameters: Any) -> Needs:
     C6), the chain baseline, a CelebA beta-TCVAE and Seatbelt at one large beta (Fig 6c) and a
     Swiss-roll Seatbelt (Theorem 1, C12); no battery."""
     return seatbelt_models(**parameters).needs
+
+
+# ---------------------------------------------------------------------------------------------
+# today's threat models: fixed budgets, untargeted attacks, restarts (book/threat_models.ipynb)
+
+THREAT_FAMILIES = ("VAE", "beta-TCVAE", "Seatbelt")  # the page's order, least robust first
+
+
+def budget_attack(kind: str, norm: Any, eps: Any, *, target: bool | None = None) -> Attack:
+    """The budgeted attack ``kind`` within ||d||_norm <= eps, checked before any work: a known
+    kind and norm, eps finite and >= 0 in the data's units (images in [-1, 1]), a norm with every
+    eps, and no target for an untargeted attack (``target`` True: the caller gives one)."""
+    _require(
+        norm is not None,
+        f"eps={eps!r} without a norm: write each budget as [norm, eps], norm 'linf' or 'l2'.",
+    )
+    _require(
+        isinstance(eps, (int, float))
+        and not isinstance(eps, bool)
+        and math.isfinite(eps)
+        and eps >= 0,
+        f"eps={eps!r}: a budget is a finite number >= 0, in the data's units (images in [-1, 1]: "
+        "a peer's 0.1 on [0, 1] is 0.2 here).",
+    )
+    _require(norm in ("linf", "l2"), f"unknown norm {norm!r}: use 'linf' or 'l2'.")
+    attack = Attack(kind, norm=norm, eps=float(eps))
+    _require(
+        not (attack.untargeted and target),
+        f"the {kind} attack is untargeted (it pushes away from the source's own encoding) and "
+        "takes no target; use a targeted kind such as 'kl' to attack towards a target.",
+    )
+    return attack
+
+
+def _budget_pairs(budgets: Sequence[Sequence[Any]], name: str) -> list[tuple[str, float]]:
+    out = []
+    for budget in budgets:
+        _require(
+            isinstance(budget, (list, tuple)) and len(budget) in (1, 2),
+            f"{name}: each budget is [norm, eps], e.g. ['linf', 0.2]; got {budget!r}.",
+        )
+        norm, eps = (None, budget[0]) if len(budget) == 1 else budget
+        if isinstance(norm, (int, float)) and not isinstance(eps, str):
+            norm, eps = None, norm  # [eps] alone, or [eps, eps]: no norm
+        budget_attack("kl", norm, eps)
+        out.append((norm, float(eps)))
+    return out
+
+
+@checks("threat_models")
+def check_threat_models(
+    *,
+    attacks: Sequence[str],
+    budgets: Sequence[Sequence[Any]],
+    decide_budget: Sequence[Any],
+    n_inputs: int,
+    restarts: int,
+    beta: float,
+    layers: int,
+    ssim_threshold: float = 0.5,
+    datasets: Sequence[str] = ("dsprites",),
+    profile: str | None = None,
+    classifier_images: int | None = None,
+    classifier_epochs: int = 1,
+    cap_factor: int = 4,
+    **_: Any,
+) -> None:
+    _require(
+        "dsprites" in datasets and set(datasets) <= set(zoo.DATASETS),
+        f"datasets={list(datasets)}: the claims are measured on dSprites; give it, and only "
+        f"datasets of the zoo ({', '.join(zoo.DATASETS)}).",
+    )
+    _require(bool(attacks), "attacks: give at least one attack kind, e.g. ['kl'].")
+    pairs = _budget_pairs(budgets, "budgets")
+    _require(bool(pairs), "budgets: give at least one [norm, eps].")
+    (decide,) = _budget_pairs([decide_budget], "decide_budget")
+    _require(
+        decide[0] == "linf" and decide[1] > 0,
+        f"decide_budget={decide_budget}: N1 is about a fixed L-infinity budget; give "
+        "['linf', eps] with eps > 0.",
+    )
+    for kind in attacks:
+        _require(
+            isinstance(kind, str) and kind in ATTACK_KINDS,
+            f"attacks: unknown attack {kind!r}; choose from {ATTACK_KINDS}.",
+        )
+    _require(
+        "kl" in attacks and "untargeted-recon" in attacks,
+        f"attacks={list(attacks)}: the claims need 'kl' (N1) and 'untargeted-recon' (N2).",
+    )
+    _require(n_inputs >= 2, f"n_inputs={n_inputs}: the paired intervals need at least 2 inputs.")
+    _require(restarts >= 2, f"restarts={restarts}: N3 compares restarts, give at least 2.")
+    _require(
+        isinstance(cap_factor, int) and cap_factor >= 2,
+        f"cap_factor={cap_factor!r}: the cap control runs an integer >= 2 times the iterations.",
+    )
+    _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
+    _require(0 < ssim_threshold < 1, f"ssim_threshold={ssim_threshold}: give a value in (0, 1).")
+    _check_classifier(profile, classifier_images, classifier_epochs)
+
+
+def _check_classifier(profile: str | None, images: int | None, epochs: int) -> None:
+    """The latent shape classifier's sample: 1 to the recipe's dSprites training images."""
+    if images is None or profile is None:
+        return
+    n_train = zoo.recipe(profile, "dsprites").n_train
+    _require(
+        1 <= images <= n_train and epochs >= 1,
+        f"classifier_images={images}, classifier_epochs={epochs}: the {profile} recipe has "
+        f"{n_train} dSprites training images; choose 1 to that, and at least one epoch.",
+    )
+
+
+@dataclass(frozen=True)
+class ThreatModels:
+    """The budgeted attacks of book/threat_models.ipynb, keyed (dataset, family, kind, norm,
+    eps), the families the display names of :data:`THREAT_FAMILIES`; ``penalised``, the paper's
+    latent KL attack on the dSprites VAE and Seatbelt on the same pairs (N1's premise);
+    ``missing`` holds why a dataset was left out."""
+
+    models: dict[tuple[str, str], Point]
+    requests: dict[tuple[str, str, str, str, float], zoo.BudgetRequest]
+    penalised: dict[str, BatteryRequest] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    capped: dict[str, zoo.BudgetRequest] = field(default_factory=dict)
+
+    @property
+    def needs(self) -> Needs:
+        return Needs(
+            list(self.models.values()),
+            [*self.requests.values(), *self.penalised.values(), *self.capped.values()],
+        )
+
+
+def threat_models_plan(
+    *,
+    datasets: Sequence[str],
+    beta: float,
+    latent: int,
+    layers: int,
+    attacks: Sequence[str],
+    budgets: Sequence[Sequence[Any]],
+    decide_budget: Sequence[Any],
+    n_inputs: int,
+    restarts: int,
+    max_iter: int,
+    solver: str,
+    seed: int,
+    n_lambdas: int = 3,
+    log2_lambda_min: float = -10.0,
+    log2_lambda_max: float = 10.0,
+    penalised_max_iter: int = 50,
+    cap_factor: int = 4,
+    **_: Any,
+) -> ThreatModels:
+    """The VAE, the beta-TCVAE and the Seatbelt of the layerwise chapter (dSprites: d_z
+    ``latent``; other datasets: the recipe's, as the Seatbelt chapter's CelebA pair), each
+    attacked by every kind of ``attacks`` within every budget, and by the untargeted latent
+    attack within ``decide_budget``. One protocol draws the inputs (and targets) of every model,
+    so the families are compared on the same inputs."""
+    attacker = _attacker(solver, max_iter)
+    budget_list = _budget_pairs([*budgets, decide_budget], "budgets")
+    decide = budget_list.pop()
+    models, requests, missing = {}, {}, {}
+    for dataset in datasets:
+        reason = data_missing(dataset) if dataset != "dsprites" else None
+        if reason is not None:
+            missing[dataset] = reason
+            continue
+        size = latent if dataset == "dsprites" else None
+        points = {
+            "VAE": Point("vae", dataset, 1.0, size, seed=seed),
+            "beta-TCVAE": Point("beta-tcvae", dataset, beta, size, seed=seed),
+            "Seatbelt": Point("seatbelt", dataset, beta, layers=layers, seed=seed),
+        }
+        runs = [(kind, b) for kind in attacks for b in budget_list]
+        runs += [(kind, decide) for kind in (*attacks, "untargeted-kl")]
+        for family, point in points.items():
+            models[dataset, family] = point
+            for kind, (norm, eps) in runs:
+                attack = budget_attack(kind, norm, eps)
+                protocol = AttackProtocol(
+                    n_pairs=n_inputs,
+                    n_lambdas=0,
+                    attacks=(attack,),
+                    seed=seed,
+                    cap_check=0,
+                    reference_check=0,
+                )
+                requests[dataset, family, kind, norm, eps] = zoo.BudgetRequest(
+                    point, attack, protocol, restarts, **attacker
+                )
+    # the paper's attack in the layerwise chapter's form: at equal settings, its batteries
+    penalty = AttackProtocol(
+        n_pairs=n_inputs,
+        n_lambdas=n_lambdas,
+        attacks=("kl",),
+        seed=seed,
+        log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+    )
+    penalised = {
+        family: BatteryRequest(
+            models["dsprites", family], penalty, **_attacker(solver, penalised_max_iter)
+        )
+        for family in ("VAE", "Seatbelt")
+        if ("dsprites", family) in models
+    }
+    # the control on the iteration cap: the untargeted output attack at the claims' budget with
+    # cap_factor times the iterations, per dSprites family
+    capped = {
+        family: replace(
+            requests[("dsprites", family, "untargeted-recon", *decide)],
+            **_attacker(solver, cap_factor * max_iter),
+        )
+        for family in THREAT_FAMILIES
+        if ("dsprites", family, "untargeted-recon", *decide) in requests
+    }
+    return ThreatModels(models, requests, penalised, missing, capped)
+
+
+@chapter("threat_models")
+def threat_models(**parameters: Any) -> Needs:
+    """Budgeted, targeted and untargeted attacks with restarts against the layerwise chapter's
+    VAE, beta-TCVAE and Seatbelt (see :func:`threat_models_plan`)."""
+    return threat_models_plan(**parameters).needs
+
+
+# ---------------------------------------------------------------------------------------------
+# defences compared under one protocol (book/defences.ipynb)
+
+DEFENCE_FAMILIES = {"vae": "VAE", "beta-tcvae": "beta-TCVAE", "seatbelt": "Seatbelt"}
+DEFENCE_ATTACKS = ("kl", "output", "budget-kl", "budget-untargeted")
+CONDITIONS = ("none", "non-adaptive", "adaptive")  # no defence; HMC, attacked without / through it
+
+
+def _hmc(step_size: float, n_leapfrog: int, n_steps: int, n_warmup: int, n_draws: int, seed: int):
+    """The chain's settings, the warm-up shortened to leave at least one sample on short chains."""
+    from .defences import HMC
+
+    return HMC(
+        step_size=step_size,
+        n_leapfrog=n_leapfrog,
+        n_steps=n_steps,
+        n_warmup=min(n_warmup, n_steps - 1),
+        n_draws=n_draws,
+        seed=seed,
+    )
+
+
+@checks("defences")
+def check_defences(
+    *,
+    families: Sequence[str],
+    step_size: float,
+    n_leapfrog: int,
+    n_steps: int,
+    n_warmup: int,
+    n_draws: int,
+    chain_lengths: Sequence[int],
+    chain_family: str,
+    budget: Sequence[Any],
+    n_pairs: int,
+    restarts: int,
+    beta: float,
+    layers: int,
+    d3_margin: float,
+    profile: str | None = None,
+    classifier_images: int | None = None,
+    classifier_epochs: int = 1,
+    **_: Any,
+) -> None:
+    _check_classifier(profile, classifier_images, classifier_epochs)
+    for family in [*families, chain_family]:
+        _require(
+            family in DEFENCE_FAMILIES,
+            f"unknown family {family!r}: the defences chapter compares {list(DEFENCE_FAMILIES)}.",
+        )
+    _require(
+        "seatbelt" in families and len(families) >= 2,
+        f"families={list(families)}: D4 compares the Seatbelt with another family; give both.",
+    )
+    _require(
+        isinstance(step_size, (int, float)) and math.isfinite(step_size) and step_size > 0,
+        f"step_size={step_size!r}: the leapfrog step must be a positive number (it adapts from "
+        "there during the warm-up; 0.1 to 0.5 is typical).",
+    )
+    for name, value in (("n_leapfrog", n_leapfrog), ("n_steps", n_steps), ("n_draws", n_draws)):
+        _require(
+            isinstance(value, int) and value >= 1,
+            f"{name}={value!r}: a chain length must be a positive integer.",
+        )
+    _require(
+        bool(chain_lengths) and all(isinstance(n, int) and n >= 1 for n in chain_lengths),
+        f"chain_lengths={chain_lengths}: give HMC iterations per chain, positive integers.",
+    )
+    for length in {n_steps, *chain_lengths}:
+        try:
+            _hmc(step_size, n_leapfrog, length, n_warmup, n_draws, 0)
+        except ValueError as e:
+            raise ValueError(f"HMC with n_steps={length}: {e}") from None
+    _budget_pairs([budget], "budget")
+    _require(n_pairs >= 2, f"n_pairs={n_pairs}: the paired intervals need at least 2 pairs.")
+    _require(restarts >= 1, f"restarts={restarts}: give at least one start per input.")
+    _require(beta > 1 and layers >= 2, f"beta={beta}, layers={layers}: need beta > 1, layers >= 2.")
+    _require(0 <= d3_margin < 1, f"d3_margin={d3_margin}: a fraction in [0, 1).")
+
+
+@dataclass(frozen=True)
+class Defences:
+    """What book/defences.ipynb runs: per family (display name) its zoo point; per (family,
+    attack, condition) the attack request (:data:`DEFENCE_ATTACKS`, :data:`CONDITIONS`; a
+    :class:`~seatbelt.zoo.DefendedRequest`, ``hmc`` None for no defence); and the chain-length
+    study, per (HMC iterations, condition), the untargeted budgeted attack on ``chain_family``."""
+
+    models: dict[str, Point]
+    hmc: Any
+    requests: dict[tuple[str, str, str], zoo.DefendedRequest]
+    chain: dict[tuple[int, str], zoo.DefendedRequest]
+
+    @property
+    def needs(self) -> Needs:
+        every = [*self.requests.values(), *self.chain.values()]
+        return Needs(list(self.models.values()), [r.request if r.hmc is None else r for r in every])
+
+
+def defences_plan(
+    *,
+    families: Sequence[str],
+    beta: float,
+    latent: int,
+    layers: int,
+    n_pairs: int,
+    n_lambdas: int,
+    log2_lambda_min: float,
+    log2_lambda_max: float,
+    budget: Sequence[Any],
+    restarts: int,
+    max_iter: int,
+    solver: str,
+    step_size: float,
+    n_leapfrog: int,
+    n_steps: int,
+    n_warmup: int,
+    n_draws: int,
+    chain_lengths: Sequence[int],
+    chain_family: str,
+    seed: int,
+    **_: Any,
+) -> Defences:
+    """The zoo's dSprites VAE, beta-TCVAE (d_z ``latent``) and Seatbelt (``layers``) at ``beta``,
+    as the threat_models chapter's, each attacked by the paper's latent KL and output attacks
+    (penalised, a lambda path) and by the targeted and untargeted attacks within ``budget``, each
+    on the plain model, on the defended one without differentiating the chain (the plain attack's
+    distortions) and through the chain. The protocols skip the battery's cap and reference
+    controls: through a chain each re-solve costs the chain's decoder passes."""
+    attacker = _attacker(solver, max_iter)
+    hmc = _hmc(step_size, n_leapfrog, n_steps, n_warmup, n_draws, seed)
+    ((norm, eps),) = _budget_pairs([budget], "budget")
+    points = {
+        "vae": Point("vae", "dsprites", 1.0, latent, seed=seed),
+        "beta-tcvae": Point("beta-tcvae", "dsprites", beta, latent, seed=seed),
+        "seatbelt": Point("seatbelt", "dsprites", beta, layers=layers, seed=seed),
+    }
+
+    def base(point: Point, attack: str):
+        if attack in ("kl", "output"):
+            protocol = AttackProtocol(
+                n_pairs=n_pairs,
+                n_lambdas=n_lambdas,
+                attacks=(attack,),
+                seed=seed,
+                log2_lambda_range=(log2_lambda_min, log2_lambda_max),
+                cap_check=0,
+                reference_check=0,
+            )
+            return BatteryRequest(point, protocol, **attacker)
+        kind = "kl" if attack == "budget-kl" else "untargeted-recon"
+        chosen = budget_attack(kind, norm, eps)
+        protocol = AttackProtocol(
+            n_pairs=n_pairs,
+            n_lambdas=0,
+            attacks=(chosen,),
+            seed=seed,
+            cap_check=0,
+            reference_check=0,
+        )
+        return zoo.BudgetRequest(point, chosen, protocol, restarts, **attacker)
+
+    def conditions(request, chain_hmc):
+        return {
+            "none": zoo.DefendedRequest(request, None),
+            "non-adaptive": zoo.DefendedRequest(request, chain_hmc, adaptive=False),
+            "adaptive": zoo.DefendedRequest(request, chain_hmc, adaptive=True),
+        }
+
+    models, requests, chain = {}, {}, {}
+    for family in families:
+        name = DEFENCE_FAMILIES[family]
+        models[name] = points[family]
+        for attack in DEFENCE_ATTACKS:
+            for condition, r in conditions(base(points[family], attack), hmc).items():
+                requests[name, attack, condition] = r
+    study = base(points[chain_family], "budget-untargeted")
+    for length in chain_lengths:
+        chain_hmc = _hmc(step_size, n_leapfrog, length, n_warmup, n_draws, seed)
+        for condition, r in conditions(study, chain_hmc).items():
+            chain[length, condition] = r
+    return Defences(models, hmc, requests, chain)
+
+
+@chapter("defences")
+def defences(**parameters: Any) -> Needs:
+    """The zoo's VAE, beta-TCVAE and Seatbelt on dSprites with and without HMC, under the paper's
+    attacks and the budgeted ones, each non-adaptive and adaptive (see :func:`defences_plan`)."""
+    return defences_plan(**parameters).needs

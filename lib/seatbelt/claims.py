@@ -591,6 +591,30 @@ def ratio_of_pooled_means(
     )
 
 
+def all_of(effects: Sequence[Effect]) -> dict[str, object]:
+    """A claim that holds only if every one of ``effects`` does ("for every family", a ranking of
+    three), as the ``effect``, ``requires`` and ``context`` keywords of a :class:`ClaimCheck`.
+
+    Held when every effect is supported; contradicted when any one is contradicted (that one then
+    decides, the others shown as context); inconclusive otherwise (the first effect that is not
+    supported decides, the others as premises).
+    """
+    effects = list(effects)
+    if not effects:
+        raise ValueError("all_of needs at least one effect.")
+    against = [e for e in effects if e.contradicted]
+    if against:
+        others = tuple(e for e in effects if e is not against[0])
+        return {"effect": against[0], "requires": (), "context": others}
+    open_ = [e for e in effects if not e.supported]
+    decide = open_[0] if open_ else effects[0]
+    return {
+        "effect": decide,
+        "requires": tuple(e for e in effects if e is not decide),
+        "context": (),
+    }
+
+
 def lambda_free_context(
     robust: pd.DataFrame,
     reference: pd.DataFrame,

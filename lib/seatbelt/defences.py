@@ -509,6 +509,29 @@ class Replay:
         return SolveResult(d, zeros, zeros.copy(), np.zeros(n), ["replayed"] * n)
 
 
+class ReplayBudget:
+    """A "solver" for :func:`seatbelt.attacks.budget.run_budgeted` that returns given distortions,
+    one per input (repeated over the restarts): a budgeted attack solved on the plain model,
+    measured on the defended one (the non-adaptive attack of Kuzina et al.)."""
+
+    name = "replay"
+
+    def __init__(self, distortions: Tensor):
+        self.distortions = distortions
+
+    def solve(self, objective: AttackObjective, d0: Tensor) -> SolveResult:
+        n, m = len(objective), len(self.distortions)
+        if m == 0 or n % m or self.distortions.shape[1:] != d0.shape[1:]:
+            raise ValueError(
+                f"ReplayBudget holds {m} distortions of shape {tuple(self.distortions.shape[1:])};"
+                f" the attack has {n} problems of shape {tuple(d0.shape[1:])}: replay the plain "
+                "attack of the same inputs."
+            )
+        d = self.distortions.to(d0).repeat(n // m, *([1] * (d0.dim() - 1)))
+        zeros = np.zeros(n, dtype=np.int64)
+        return SolveResult(d, zeros, zeros.copy(), np.zeros(n), ["replayed"] * n)
+
+
 def non_adaptive(
     defended: DefendedModel,
     plain: AttackResults,
@@ -587,3 +610,16 @@ def chain_cost(defended: DefendedModel, x: Tensor, repeats: int = 3) -> Cost:
         inputs=len(x),
         device=str(x.device),
     )
+
+
+def clean_log_likelihood(model, x: Tensor, batch: int = 64) -> np.ndarray:
+    """log p(x | z) per clean image ``x`` at the model's latent code (the posterior mean; for a
+    :class:`DefendedModel`, the mean of the chain's samples): how well the model, defended or
+    not, reconstructs inputs nobody attacked (nats per image)."""
+    device = next(iter(model.parameters())).device
+    out = []
+    with torch.no_grad():
+        for chunk in x.split(batch):
+            chunk = chunk.to(device)
+            out.append(model.log_likelihood(chunk, model.encode(chunk, sample=False).z).cpu())
+    return torch.cat(out).double().numpy()

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from torchmetrics.functional.image import (
@@ -129,3 +130,41 @@ def success_rate(
     hits = values < threshold if below else values > threshold
     rule = f"{name} {'<' if below else '>'} {threshold:g}"
     return SuccessRate(float(hits.mean()), int(hits.sum()), len(values), float(threshold), rule)
+
+
+def budget_measures(results, model=None) -> pd.DataFrame:
+    """One row per input of a budgeted attack (:class:`seatbelt.attacks.budget.BudgetResults`):
+    its worst case over restarts (``worst()``) and what that worst case did to the output, read
+    in the images' own units, so that no measure moves when a model's posteriors only widen.
+
+    ms_ssim_own:    MS-SSIM(recon(x + d), recon(x)): 1 is untouched, lower is more damage.
+    For a targeted attack (``model`` needed, to reconstruct the targets):
+    ms_ssim_target: MS-SSIM(recon(x + d), recon(x_t)): higher is closer to the target.
+    reach:          the normalised adversarial distance of the distortion-distance curve,
+                    (||recon(x + d) - x_t|| - ||recon(x_t) - x_t||) / (||recon(x) - x_t|| -
+                    ||recon(x_t) - x_t||): 1 for the unattacked reconstruction, 0 for the
+                    target's own (higher is more robust); NaN where the normaliser is not > 0.
+    """
+    worst = results.worst().sort_values("input").reset_index(drop=True)
+    own = ms_ssim(results.adversarial_recons, results.source_recons)
+    worst["ms_ssim_own"] = own.double().numpy()
+    targeted = results.targets.numel() > 0
+    worst["ms_ssim_target"] = np.nan
+    worst["reach"] = np.nan
+    if targeted:
+        if model is None:
+            raise ValueError("a targeted attack's measures need the model, to reconstruct x_t.")
+        targets = results.targets
+        device = next(iter(model.parameters())).device
+        with torch.no_grad():
+            recon_t = model.decode(model.encode(targets.to(device), sample=False).z).cpu()
+        worst["ms_ssim_target"] = ms_ssim(results.adversarial_recons, recon_t).double().numpy()
+
+        def distance(a: Tensor) -> np.ndarray:
+            return (a - targets).flatten(1).double().norm(dim=-1).numpy()
+
+        base = distance(recon_t)
+        span = distance(results.source_recons) - base
+        reach = (distance(results.adversarial_recons) - base) / np.where(span > 0, span, np.nan)
+        worst["reach"] = reach
+    return worst

@@ -52,8 +52,10 @@ import yaml
 from . import cache
 from .attacks import AttackProtocol, AttackResults, run_battery
 from .attacks.battery import SOLVERS
+from .attacks.budget import BudgetResults, run_budgeted
 from .attacks.objectives import Attack
 from .data import Data, celeba, cifar10, dsprites, svhn, swiss_roll
+from .defences import HMC, DefendedModel, ReplayBudget, non_adaptive
 from .models import ModelConfig, seatbelt_sizes
 from .training import TrainConfig, Trained, cache_entry, fit
 
@@ -667,3 +669,338 @@ def battery_minutes(request: BatteryRequest, profile: str) -> float:
         protocol.cap_check * 10 * evaluations + protocol.reference_check * 300 * REFERENCE_EVAL_COST
     )
     return (problems * evaluations + controls) * r.attack_eval_ms / 1000 / 60
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed-budget attacks (book/threat_models.ipynb) and attacks on defended models
+# (book/defences.ipynb), cached beside the batteries
+
+
+@dataclass(frozen=True)
+class BudgetRequest:
+    """A fixed-budget attack (:func:`seatbelt.attacks.budget.run_budgeted`) against one zoo model.
+
+    ``attack`` carries the budget (norm and eps, in the data's units: images in [-1, 1]).
+    ``protocol`` draws the inputs as a battery draws its pairs (``n_pairs`` and ``seed``; the
+    pair's target for a targeted attack, the source alone for an untargeted one) and seeds the
+    random starts; its lambdas are not used. ``restarts``: random starts per input, the worst case
+    kept. ``solver`` and ``solver_options`` as in :class:`BatteryRequest`.
+    """
+
+    point: Point
+    attack: Attack
+    protocol: AttackProtocol
+    restarts: int = 10
+    solver: str = "batched"
+    solver_options: tuple[tuple[str, Any], ...] = ()
+    split: str = "test"
+
+    def __post_init__(self):
+        object.__setattr__(self, "attack", Attack.coerce(self.attack))
+        object.__setattr__(self, "solver_options", tuple(tuple(o) for o in self.solver_options))
+        if self.attack.eps is None:
+            raise ZooError(
+                f"a BudgetRequest needs a budget: Attack({self.attack.kind!r}, norm=..., eps=...); "
+                "the penalised attack is a BatteryRequest."
+            )
+        if (
+            isinstance(self.restarts, bool)
+            or not isinstance(self.restarts, int)
+            or (self.restarts < 1)
+        ):
+            raise ZooError(f"restarts must be a positive integer, got {self.restarts!r}.")
+        if self.split not in SPLITS:
+            raise ZooError(f"split must be one of {SPLITS}, got {self.split!r}.")
+        if self.solver not in SOLVERS:
+            raise ZooError(f"unknown solver {self.solver!r}; choose one of {tuple(SOLVERS)}.")
+
+
+@dataclass(frozen=True)
+class DefendedRequest:
+    """A battery or budgeted attack against a zoo model defended by HMC
+    (:class:`seatbelt.defences.DefendedModel`).
+
+    ``adaptive`` False: the attack of ``request`` solved on the plain model (the cached plain
+    result) and its distortions measured on the defended one (Kuzina et al.'s evaluation);
+    True: solved through the chain, gradients through every leapfrog step averaged over the
+    chain's draws (EOT). ``hmc`` None measures the plain model itself (no defence).
+    """
+
+    request: BatteryRequest | BudgetRequest
+    hmc: HMC | None
+    adaptive: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.request, (BatteryRequest, BudgetRequest)):
+            raise ZooError(
+                f"a DefendedRequest wraps a BatteryRequest or BudgetRequest, got "
+                f"{type(self.request).__name__}."
+            )
+        if self.hmc is None and self.adaptive:
+            raise ZooError("adaptive=True attacks through a chain: give the HMC settings.")
+        if self.request.solver == "scipy" and self.adaptive:
+            raise ZooError("the adaptive attack needs a batched solver, not scipy's reference.")
+
+    @property
+    def point(self) -> Point:
+        return self.request.point
+
+
+def _inputs(request: BudgetRequest, attacked: Data) -> tuple[np.ndarray, torch.Tensor, Any]:
+    """The (n, 2) source/target indices, the sources and the targets (None when untargeted)."""
+    labels = attacked.labels.numpy() if attacked.labels is not None else None
+    pairs = request.protocol.draw_pairs(len(attacked), labels)
+    sources = attacked.get(torch.as_tensor(pairs[:, 0]))
+    targets = None if request.attack.untargeted else attacked.get(torch.as_tensor(pairs[:, 1]))
+    return pairs, sources, targets
+
+
+def _budget_entry(
+    request: BudgetRequest, profile: str, cache_dir
+) -> tuple[Path, dict[str, Any], Data]:
+    attacked = data(request.point.dataset, profile, request.split)
+    solver = _solver(request)
+    meta = {
+        "kind": "budgeted",
+        "model": _model_entry(request.point, profile, cache_dir)[0].name,
+        "attack": asdict(request.attack),
+        "protocol": asdict(request.protocol),
+        "restarts": request.restarts,
+        "solver": solver.name,
+        "solver_config": asdict(solver) if is_dataclass(solver) else {},
+        "data": cache.data_identity(attacked),
+        "code": cache.code_digest(ATTACK_SOURCES),
+    }
+    meta = json.loads(json.dumps(meta, default=str))
+    return cache.cache_root(cache_dir) / "batteries" / cache.config_key(meta), meta, attacked
+
+
+def resolved(request, profile: str):
+    """``request`` with its point (or its wrapped request's point) resolved to the canonical one."""
+    if isinstance(request, DefendedRequest):
+        return replace(request, request=resolved(request.request, profile))
+    r = recipe(profile, request.point.dataset)
+    return replace(request, point=request.point.resolve(r))
+
+
+def _label_budget(results: BudgetResults, label: str, pairs: np.ndarray) -> BudgetResults:
+    frame = results.frame
+    frame.insert(0, "model", label)
+    frame["source"] = pairs[frame["input"].to_numpy(), 0]
+    frame["target"] = pairs[frame["input"].to_numpy(), 1] if results.targets.numel() else -1
+    results.meta["pairs"] = pairs.tolist()
+    return results
+
+
+def budgeted(
+    request: BudgetRequest, profile: str = "cpu", *, device=None, cache_dir=None
+) -> BudgetResults:
+    """The results of a fixed-budget attack against a zoo model: from the cache, or run (then
+    cached). The frame gains ``model`` (the point's label), ``source`` and ``target`` (indices
+    into the split; -1 when untargeted)."""
+    request = resolved(request, profile)
+    path, meta, attacked = _budget_entry(request, profile, cache_dir)
+
+    def run() -> BudgetResults:
+        trained = get(request.point, profile, device=device, cache_dir=cache_dir)
+        pairs, sources, targets = _inputs(request, attacked)
+        results = run_budgeted(
+            trained.model,
+            request.attack,
+            sources,
+            targets,
+            restarts=request.restarts,
+            solver=_solver(request),
+            seed=request.protocol.seed,
+        )
+        return _label_budget(results, request.point.label, pairs)
+
+    def write(directory: Path, results: BudgetResults) -> None:
+        _write_budget(directory, results, meta)
+
+    return cache.through(path, lambda entry: _load_budget(entry, meta), run, write)[0]
+
+
+def _load_budget(entry: Path, meta: dict[str, Any]) -> BudgetResults:
+    stored = cache.load_entry(entry, meta)
+    return BudgetResults.from_parts(stored.frames["frame"], stored.tensors, stored.content["meta"])
+
+
+def _write_budget(directory: Path, results: BudgetResults, meta: dict[str, Any]) -> None:
+    frame, images, budget_meta = results.to_parts()
+    entry = cache.Entry(images, {"frame": frame}, {"meta": budget_meta})
+    cache.write_entry(directory, entry, meta)
+
+
+def budget_is_cached(request: BudgetRequest, profile: str = "cpu", *, cache_dir=None) -> bool:
+    """Whether a budgeted attack is cached and sound; read-only, and needs no model."""
+    path, meta, _ = _budget_entry(resolved(request, profile), profile, cache_dir)
+    return cache.is_complete(path, meta, cache.ENTRY_FILES)
+
+
+def budget_minutes(request: BudgetRequest, profile: str) -> float:
+    """Estimated minutes: inputs x restarts x evaluations per problem x the recipe's cost of one."""
+    r = recipe(profile, request.point.dataset)
+    solver = _solver(request)
+    evaluations = min(getattr(solver, "max_evals", 1000), 1.2 * getattr(solver, "max_iter", 1000))
+    problems = request.protocol.n_pairs * request.restarts
+    return problems * evaluations * r.attack_eval_ms / 1000 / 60
+
+
+DEFENCE_SOURCES = ATTACK_SOURCES + ("defences",)
+
+
+def _defended_entry(
+    request: DefendedRequest, profile: str, cache_dir
+) -> tuple[Path, dict[str, Any], Data]:
+    base = request.request
+    entry = _budget_entry if isinstance(base, BudgetRequest) else _battery_entry
+    _, base_meta, attacked = entry(base, profile, cache_dir)
+    meta = {
+        "kind": "defended",
+        "attack": base_meta,
+        "hmc": asdict(request.hmc) if request.hmc is not None else None,
+        "adaptive": request.adaptive,
+        "code": cache.code_digest(DEFENCE_SOURCES),
+    }
+    meta = json.loads(json.dumps(meta, default=str))
+    return cache.cache_root(cache_dir) / "batteries" / cache.config_key(meta), meta, attacked
+
+
+def defended(
+    request: DefendedRequest, profile: str = "cpu", *, device=None, cache_dir=None
+) -> AttackResults | BudgetResults:
+    """The results of an attack on a zoo model defended by HMC (:class:`DefendedRequest`): from
+    the cache, or run (then cached). ``hmc`` None is the plain model's result (:func:`battery` or
+    :func:`budgeted`). The ``model`` column is the point's label with " + HMC" when defended."""
+    request = resolved(request, profile)
+    base = request.request
+    budget = isinstance(base, BudgetRequest)
+    if request.hmc is None:
+        run_plain = budgeted if budget else battery
+        return run_plain(base, profile=profile, device=device, cache_dir=cache_dir)
+    path, meta, attacked = _defended_entry(request, profile, cache_dir)
+    label = f"{base.point.label} + HMC"
+
+    def run() -> AttackResults | BudgetResults:
+        model = get(base.point, profile, device=device, cache_dir=cache_dir).model
+        model.eval()
+        defence = DefendedModel(model, request.hmc, adaptive=request.adaptive)
+        if budget:
+            pairs, sources, targets = _inputs(base, attacked)
+            if request.adaptive:
+                solver, restarts = _solver(base), base.restarts
+            else:  # the plain model's worst case, measured on the defended one
+                plain = budgeted(base, profile, device=device, cache_dir=cache_dir)
+                solver, restarts = ReplayBudget(plain.distortions), 1
+            results = run_budgeted(
+                defence,
+                base.attack,
+                sources,
+                targets,
+                restarts=restarts,
+                solver=solver,
+                seed=base.protocol.seed,
+            )
+            return _label_budget(results, label, pairs)
+        if not request.adaptive:
+            plain = battery(
+                replace(base, keep_images=True), profile=profile, device=device, cache_dir=cache_dir
+            )
+            return non_adaptive(defence, plain, base.protocol, attacks=base.attacks, name=label)
+        pairs = np.asarray(base.pairs, dtype=np.int64) if base.pairs is not None else None
+        return run_battery(
+            defence,
+            attacked,
+            base.protocol,
+            attacks=base.attacks,
+            solver=_solver(base),
+            name=label,
+            pairs=pairs,
+            keep_images=base.keep_images,
+        )
+
+    def load(entry: Path) -> AttackResults | BudgetResults:
+        if budget:
+            return _load_budget(entry, meta)
+        stored = cache.load_entry(entry, meta)
+        return AttackResults.from_parts(
+            stored.frames["frame"], stored.tensors, stored.content["meta"]
+        )
+
+    def write(directory: Path, results) -> None:
+        if budget:
+            return _write_budget(directory, results, meta)
+        frame, images, battery_meta = results.to_parts()
+        entry = cache.Entry(images, {"frame": frame}, {"meta": battery_meta})
+        cache.write_entry(directory, entry, meta)
+
+    return cache.through(path, load, run, write)[0]
+
+
+def attack_is_cached(request, profile: str = "cpu", *, cache_dir=None) -> bool:
+    """Whether any attack request (battery, budgeted, defended) is cached; read-only."""
+    if isinstance(request, BatteryRequest):
+        return battery_is_cached(request, profile, cache_dir=cache_dir)
+    if isinstance(request, BudgetRequest):
+        return budget_is_cached(request, profile, cache_dir=cache_dir)
+    if request.hmc is None:
+        return attack_is_cached(request.request, profile, cache_dir=cache_dir)
+    path, meta, _ = _defended_entry(resolved(request, profile), profile, cache_dir)
+    return cache.is_complete(path, meta, cache.ENTRY_FILES)
+
+
+def attack_minutes(request, profile: str) -> float:
+    """Estimated minutes of any attack request (the plan). Through a chain, every evaluation
+    costs the chain's decoder passes, each with its backward pass and, when adaptive, a second
+    order pass (measured at the cpu recipe's sizes: 16 to 20 ms per problem and evaluation
+    through a chain of 26 passes, against 0.31 to 0.36 ms without, so about 2 plain
+    evaluations per pass); measured on the plain model, it costs one pass per draw."""
+    if isinstance(request, BatteryRequest):
+        return battery_minutes(request, profile)
+    if isinstance(request, BudgetRequest):
+        return budget_minutes(request, profile)
+    plain = attack_minutes(request.request, profile)
+    if request.hmc is None:
+        return plain
+    passes = request.hmc.n_draws * request.hmc.gradient_evaluations
+    if request.adaptive:
+        return plain * passes * 2
+    base = request.request
+    problems = (
+        base.protocol.n_pairs
+        * len(base.protocol.lambda_values())
+        * len(base.attacks or base.protocol.attacks)
+        if isinstance(base, BatteryRequest)
+        else base.protocol.n_pairs
+    )
+    return problems * passes * 2 * recipe(profile, base.point.dataset).attack_eval_ms / 60000
+
+
+def attack_label(request) -> str:
+    """A line naming an attack request, for the plan."""
+    if isinstance(request, DefendedRequest):
+        how = (
+            "no defence"
+            if request.hmc is None
+            else (
+                f"HMC {request.hmc.n_steps}x{request.hmc.n_leapfrog}x{request.hmc.n_draws}, "
+                + ("adaptive" if request.adaptive else "non-adaptive")
+            )
+        )
+        return f"{attack_label(request.request)} [{how}]"
+    if isinstance(request, BudgetRequest):
+        return (
+            f"{request.attack.kind} {request.attack.norm} eps={request.attack.eps:g} x "
+            f"{request.protocol.n_pairs} inputs x {request.restarts} restarts: "
+            f"{request.point.label}"
+        )
+    attacks = ",".join(
+        a.kind + ("" if a.layers == "all" else f"[{a.layers}]")
+        for a in (request.attacks or request.protocol.attacks)
+    )
+    n_pairs = len(request.pairs) if request.pairs is not None else request.protocol.n_pairs
+    return (
+        f"{attacks} x {n_pairs} pairs x {len(request.protocol.lambda_values())} lambdas: "
+        f"{request.point.label}"
+    )

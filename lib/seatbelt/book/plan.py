@@ -13,7 +13,6 @@ listed as shared by the others. Minutes are estimates from the recipe's measured
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +48,7 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
         items = [
             ("model", p, p.resolve(zoo.recipe(chapter_profile, p.dataset))) for p in needs.models
         ]
-        items += [
-            (
-                "battery",
-                b,
-                replace(b, point=b.point.resolve(zoo.recipe(chapter_profile, b.point.dataset))),
-            )
-            for b in needs.batteries
-        ]
+        items += [("battery", b, zoo.resolved(b, chapter_profile)) for b in needs.batteries]
         mine = (
             set()
         )  # two requests of one chapter may name one model (the VAE is the beta-TCVAE at beta = 1)
@@ -71,8 +63,8 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
                 cached = zoo.is_cached(request, chapter_profile, cache_dir=cache_dir)
                 cost, what, todo = zoo.training_minutes, resolved.label, "to train"
             else:
-                cached = zoo.battery_is_cached(request, chapter_profile, cache_dir=cache_dir)
-                cost, what, todo = zoo.battery_minutes, _battery_label(resolved), "to run"
+                cached = zoo.attack_is_cached(request, chapter_profile, cache_dir=cache_dir)
+                cost, what, todo = zoo.attack_minutes, zoo.attack_label(resolved), "to run"
             dataset = (resolved if kind == "model" else resolved.point).dataset
             rows.append(
                 {
@@ -85,18 +77,6 @@ def table(root: Path, profile: str, cache_dir=None) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows, columns=["chapter", "kind", "what", "dataset", "state", "minutes"])
-
-
-def _battery_label(request: zoo.BatteryRequest) -> str:
-    attacks = ",".join(
-        a.kind + ("" if a.layers == "all" else f"[{a.layers}]")
-        for a in (request.attacks or request.protocol.attacks)
-    )
-    n_pairs = len(request.pairs) if request.pairs is not None else request.protocol.n_pairs
-    return (
-        f"{attacks} x {n_pairs} pairs x {len(request.protocol.lambda_values())} lambdas: "
-        f"{request.point.label}"
-    )
 
 
 def minutes_by_chapter(plan: pd.DataFrame) -> dict[str, float]:
