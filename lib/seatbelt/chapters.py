@@ -807,6 +807,18 @@ def seatbelt(**parameters: Any) -> Needs:
 THREAT_FAMILIES = ("VAE", "beta-TCVAE", "Seatbelt")  # the page's order, least robust first
 
 
+def budget_request(
+    point: Point, attack: Attack, n: int, seed: int, restarts: int, attacker: dict[str, Any]
+) -> zoo.BudgetRequest:
+    """The budgeted attack on ``n`` held-out inputs (the protocol's seed draws them and, for a
+    targeted attack, their targets) from ``restarts`` random starts in the ball. No lambda sweep,
+    so the penalised batteries' controls do not apply; the chapters run their own."""
+    protocol = AttackProtocol(
+        n_pairs=n, n_lambdas=0, attacks=(attack,), seed=seed, cap_check=0, reference_check=0
+    )
+    return zoo.BudgetRequest(point, attack, protocol, restarts, **attacker)
+
+
 def budget_attack(kind: str, norm: Any, eps: Any, *, target: bool | None = None) -> Attack:
     """The budgeted attack ``kind`` within ||d||_norm <= eps, checked before any work: a known
     kind and norm, eps finite and >= 0 in the data's units (images in [-1, 1]), a norm with every
@@ -979,17 +991,8 @@ def threat_models_plan(
         for family, point in points.items():
             models[dataset, family] = point
             for kind, (norm, eps) in runs:
-                attack = budget_attack(kind, norm, eps)
-                protocol = AttackProtocol(
-                    n_pairs=n_inputs,
-                    n_lambdas=0,
-                    attacks=(attack,),
-                    seed=seed,
-                    cap_check=0,
-                    reference_check=0,
-                )
-                requests[dataset, family, kind, norm, eps] = zoo.BudgetRequest(
-                    point, attack, protocol, restarts, **attacker
+                requests[dataset, family, kind, norm, eps] = budget_request(
+                    point, budget_attack(kind, norm, eps), n_inputs, seed, restarts, attacker
                 )
     # the paper's attack in the layerwise chapter's form: at equal settings, its batteries
     penalty = AttackProtocol(
@@ -1176,16 +1179,9 @@ def defences_plan(
             )
             return BatteryRequest(point, protocol, **attacker)
         kind = "kl" if attack == "budget-kl" else "untargeted-recon"
-        chosen = budget_attack(kind, norm, eps)
-        protocol = AttackProtocol(
-            n_pairs=n_pairs,
-            n_lambdas=0,
-            attacks=(chosen,),
-            seed=seed,
-            cap_check=0,
-            reference_check=0,
+        return budget_request(
+            point, budget_attack(kind, norm, eps), n_pairs, seed, restarts, attacker
         )
-        return zoo.BudgetRequest(point, chosen, protocol, restarts, **attacker)
 
     def conditions(request, chain_hmc):
         return {

@@ -780,8 +780,10 @@ def _names(datasets: str) -> set[str]:
 
 def on_paper_data(check: ClaimCheck, claim: Claim) -> bool:
     """Whether the check measured one of the datasets the paper shows the claim on (an identity
-    holds on any)."""
-    return claim.paper_data == "any" or bool(_names(check.dataset) & _names(claim.paper_data))
+    holds on any; where the source names none, the question does not arise)."""
+    if claim.paper_data in ("", "any"):
+        return True
+    return bool(_names(check.dataset) & _names(claim.paper_data))
 
 
 def reach(check: ClaimCheck, claim: Claim) -> str:
