@@ -51,8 +51,8 @@ publish: env
 	@$(CHROMIUM_IF_POSSIBLE)
 	$(BIN)/python -m seatbelt.book publish --profile $(PROFILE) --check
 
-# Train every model the chapters of PROFILE need (DASK=tcp://host:8786 to train on a Dask cluster),
-# so that a machine with time (a cluster, a GPU box) fills the model cache for everyone.
+# Train every model the chapters of PROFILE need, then run their attacks (DASK=tcp://host:8786 on a
+# Dask cluster), so that a machine with time (a cluster, a GPU box) fills the caches for everyone.
 zoo: env
 	$(BIN)/python -m seatbelt.book zoo --profile $(PROFILE) $(if $(DASK),--dask $(DASK))
 
@@ -63,6 +63,9 @@ plan: env
 bench: env
 	$(BIN)/python bench/train_throughput.py
 	$(BIN)/python bench/zoo_parallel.py --profile $(PROFILE)
+	$(BIN)/python bench/time_to_quality.py --profile $(PROFILE)
+	$(BIN)/python bench/compiled_step.py --profile $(PROFILE)
+	$(BIN)/python bench/solver_threads.py --profile $(PROFILE)
 	$(BIN)/python bench/attacks.py
 	$(BIN)/python bench/attack_families.py --profile $(PROFILE)
 	$(BIN)/python bench/peer_attack.py --profile $(PROFILE)

@@ -21,6 +21,9 @@ PARTS = {
     "attack_families": "attacks per family",
     "peer_attack": "budgeted attacks against the peer's",
     "zoo_parallel": "training processes per core",
+    "time_to_quality": "training time to the recipe's quality",
+    "compiled_step": "a compiled training step",
+    "solver_threads": "the attack solver's threads",
 }
 
 

@@ -12,7 +12,10 @@ two ways, side by side in one run:
 and prints images per wall-clock second of each. Two processes that each use every thread run
 about 4x slower (oversubscribed), which is why the parallel arm pins one thread per process.
 
-    python bench/zoo_parallel.py [--profile cpu] [--steps 60]
+The same two ways are then timed on attack batteries: two of the layerwise chapter's batteries at
+the profile (its solver, cap and controls, on models the zoo has cached), never cached here.
+
+    python bench/zoo_parallel.py [--profile cpu] [--steps 60] [--part training batteries]
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import time
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from goals import save
 from seatbelt import training, zoo
+from seatbelt.attacks import run_battery
+from seatbelt.book import plan
 from seatbelt.models import build_model
 
 PAIRS = {
@@ -56,53 +62,111 @@ def train_one(point: zoo.Point, profile: str, steps: int, threads: int | None) -
     return time.perf_counter() - started
 
 
+def attack_one(request: zoo.BatteryRequest, profile: str, threads: int | None) -> float:
+    """Seconds to run ``request``'s battery, controls included (never cached)."""
+    if threads:
+        torch.set_num_threads(threads)
+    request = zoo.resolved(request, profile)
+    _, _, attacked = zoo._battery_entry(request, profile, None)
+    model = zoo.get(request.point, profile).model
+    started = time.perf_counter()
+    run_battery(
+        model, attacked, request.protocol, attacks=request.attacks, solver=zoo._solver(request)
+    )
+    return time.perf_counter() - started
+
+
+def layerwise_batteries(profile: str, count: int = 2) -> list[zoo.BatteryRequest]:
+    """The first ``count`` batteries of the layerwise chapter at ``profile`` on cached models,
+    each on a different model."""
+    root = Path(__file__).resolve().parents[1]
+    needs = {job.entry: n for job, n in plan.needs_of(root, profile)}
+    (entry,) = [e for e in needs if e.endswith("layerwise")]
+    requests, models = [], set()
+    for request in needs[entry].batteries:
+        if request.point not in models and zoo.is_cached(request.point, profile):
+            requests.append(request)
+            models.add(request.point)
+    if len(requests) < count:
+        raise SystemExit(f"fewer than {count} layerwise models cached at {profile}: `make zoo`")
+    return requests[:count]
+
+
+def both_ways(function, tasks: list[tuple], cores: int) -> tuple[float, float]:
+    """Seconds to run ``function(*task, None)`` for every task in this process, and
+    ``function(*task, 1)`` in one single-thread process per task at once (start-up counted)."""
+    started = time.perf_counter()
+    for task in tasks:
+        function(*task, None)
+    serial = time.perf_counter() - started
+    started = time.perf_counter()
+    with mp.get_context("spawn").Pool(len(tasks)) as pool:
+        pool.starmap(function, [(*task, 1) for task in tasks])
+    return serial, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--part", nargs="+", default=["training", "batteries"])
     args = parser.parse_args()
     cores = torch.get_num_threads()
-    rows = []
-    for name, points in PAIRS.items():
-        images = sum(args.steps * zoo.recipe(args.profile, p.dataset).batch_size for p in points)
-        for p in points:  # the data and the compiled TC loops, so that neither arm pays for them
-            train_one(p, args.profile, 2, None)
-        started = time.perf_counter()
-        for p in points:
-            train_one(p, args.profile, args.steps, None)
-        serial = time.perf_counter() - started
-        context = mp.get_context("spawn")
-        started = time.perf_counter()
-        with context.Pool(len(points)) as pool:
-            pool.starmap(train_one, [(p, args.profile, args.steps, 1) for p in points])
-        parallel = time.perf_counter() - started  # process start-up included, as the zoo pays it
-        rows.append(
-            {
-                "models": name,
-                f"serial, {cores} threads (img/s)": images / serial,
-                f"{len(points)} processes x 1 thread (img/s)": images / parallel,
-                "speed-up": serial / parallel,
-            }
-        )
-    table = pd.DataFrame(rows)
     pd.set_option("display.width", 160)
-    print(
-        f"Training throughput at profile {args.profile}, {args.steps} steps per model, "
-        f"{cores} cores"
-    )
-    print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
-    speedup = float(table["speed-up"].median())
-    save(
-        "zoo_parallel",
-        [
+    goals = []
+    if "training" in args.part:
+        rows = []
+        for name, points in PAIRS.items():
+            images = sum(
+                args.steps * zoo.recipe(args.profile, p.dataset).batch_size for p in points
+            )
+            for p in points:  # the data and the compiled TC loops, so neither arm pays for them
+                train_one(p, args.profile, 2, None)
+            tasks = [(p, args.profile, args.steps) for p in points]
+            serial, parallel = both_ways(train_one, tasks, cores)
+            rows.append(
+                {
+                    "models": name,
+                    f"serial, {cores} threads (img/s)": images / serial,
+                    f"{len(points)} processes x 1 thread (img/s)": images / parallel,
+                    "speed-up": serial / parallel,
+                }
+            )
+        table = pd.DataFrame(rows)
+        print(
+            f"Training throughput at profile {args.profile}, {args.steps} steps per model, "
+            f"{cores} cores"
+        )
+        print(table.to_string(index=False, float_format=lambda v: f"{v:,.2f}"))
+        speedup = float(table["speed-up"].median())
+        goals.append(
             {
                 "goal": "one single-thread process per core trains the zoo faster",
                 "target": "> 1x serial",
                 "measured": f"{speedup:.2f}x (median over model pairs)",
                 "met": speedup > 1,
             }
-        ],
-    )
+        )
+    if "batteries" in args.part:
+        requests = layerwise_batteries(args.profile)
+        attack_one(requests[0], args.profile, None)  # the data and the models, loaded once
+        serial, parallel = both_ways(attack_one, [(r, args.profile) for r in requests], cores)
+        print(
+            f"\nTwo layerwise batteries at profile {args.profile} (controls included), {cores} "
+            f"cores: serial {serial:.1f} s, {len(requests)} processes x 1 thread {parallel:.1f} s, "
+            f"speed-up {serial / parallel:.2f}x"
+        )
+        for r in requests:
+            print(f"  {zoo.attack_label(r)}")
+        goals.append(
+            {
+                "goal": "one single-thread process per core runs the batteries faster",
+                "target": "> 1x serial",
+                "measured": f"{serial / parallel:.2f}x (two layerwise batteries)",
+                "met": serial / parallel > 1,
+            }
+        )
+    save("zoo_parallel", goals)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,12 @@ def test_the_plan_trains_and_deletes_nothing_even_over_a_damaged_cache(book, mon
     table = plan.table(book, "smoke")
     assert {p: p.read_bytes() for p in cache.rglob("*") if p.is_file()} == before
     assert set(table["state"]) <= {"to train", "to run", "shared"}  # damaged is not cached
+
+
+def test_the_attacks_pass_runs_every_uncached_attack_once_in_worker_processes(book):
+    assert (plan.build_zoo(book, "smoke", log=lambda _: None)["status"] != "failed").all()
+    first = plan.build_attacks(book, "smoke", workers=2, log=lambda _: None)
+    assert len(first) > 1 and (first["status"] == "done").all()
+    table = plan.table(book, "smoke")
+    assert set(table["state"]) <= {"cached", "shared"}  # the chapter will find all of it
+    assert plan.build_attacks(book, "smoke", workers=2, log=lambda _: None).empty

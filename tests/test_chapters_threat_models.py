@@ -126,3 +126,17 @@ def test_the_chapter_asks_for_one_request_per_family_attack_and_budget():
     # the cap control: the claims' untargeted attack again with cap_factor x the iterations
     caps = {dict(r.solver_options)["max_iter"] for r in plan.capped.values()}
     assert len(plan.capped) == 3 and caps == {4 * GOOD["max_iter"]}
+
+
+def test_the_cpu_premise_runs_the_layerwise_chapters_batteries():
+    """N1's premise is the paper's attack as the layerwise chapter runs it at cpu: the same
+    requests (solver and cap included), so the cpu book runs nothing new for it."""
+    from pathlib import Path
+
+    from seatbelt.book import plan
+
+    root = Path(__file__).resolve().parents[1]
+    chapters_at_cpu = {job.entry.split("/")[-1]: (job, n) for job, n in plan.needs_of(root, "cpu")}
+    job, _ = chapters_at_cpu["threat_models"]
+    penalised = chapters.threat_models_plan(**plan.chapter_parameters(job)).penalised
+    assert penalised and set(penalised.values()) <= set(chapters_at_cpu["layerwise"][1].batteries)

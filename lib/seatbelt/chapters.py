@@ -963,6 +963,7 @@ def threat_models_plan(
     log2_lambda_min: float = -10.0,
     log2_lambda_max: float = 10.0,
     penalised_max_iter: int = 50,
+    penalised_solver: str = "batched",
     cap_factor: int = 4,
     **_: Any,
 ) -> ThreatModels:
@@ -1004,7 +1005,9 @@ def threat_models_plan(
     )
     penalised = {
         family: BatteryRequest(
-            models["dsprites", family], penalty, **_attacker(solver, penalised_max_iter)
+            models["dsprites", family],
+            penalty,
+            **_attacker(penalised_solver, penalised_max_iter),
         )
         for family in ("VAE", "Seatbelt")
         if ("dsprites", family) in models

@@ -392,6 +392,11 @@ def beta_scale(dataset: str, profile: str) -> float:
     return weight(recipe("paper", dataset)) / weight(recipe(profile, dataset))
 
 
+# Most problems converge long before a large cap: at cpu, the two-start solver at a cap of 1,000
+# ended after 150 to 185 iterations a row on average, and a layerwise battery with its controls took
+# about 34 s where this estimate gives 37 s (bench/solver_threads.py, bench/zoo_parallel.py).
+CONVERGED_EVALUATIONS = 250
+
 REFERENCE_EVAL_COST = (
     10.0  # one scipy evaluation in units of the batched solver's (bench/attacks.py)
 )
@@ -661,12 +666,14 @@ def battery_minutes(request: BatteryRequest, profile: str) -> float:
     n_pairs = len(request.pairs) if request.pairs is not None else protocol.n_pairs
     problems = n_pairs * len(protocol.lambda_values()) * len(attacks)
     solver = _solver(request)
-    evaluations = min(getattr(solver, "max_evals", 1000), 1.2 * getattr(solver, "max_iter", 1000))
+    capped = min(getattr(solver, "max_evals", 1000), 1.2 * getattr(solver, "max_iter", 1000))
+    evaluations = min(capped, CONVERGED_EVALUATIONS)
     # The controls: the cap check runs up to 10x as long; the reference solves one problem at a
     # time (about 10x the batched cost of an evaluation, bench/attacks.py) for about 300
     # evaluations at the chapters' settings.
     controls = len(attacks) * (
-        protocol.cap_check * 10 * evaluations + protocol.reference_check * 300 * REFERENCE_EVAL_COST
+        protocol.cap_check * min(10 * capped, 4 * CONVERGED_EVALUATIONS)
+        + protocol.reference_check * 300 * REFERENCE_EVAL_COST
     )
     return (problems * evaluations + controls) * r.attack_eval_ms / 1000 / 60
 
@@ -936,6 +943,17 @@ def defended(
         cache.write_entry(directory, entry, meta)
 
     return cache.through(path, load, run, write)[0]
+
+
+def attack(request, profile: str = "cpu", *, device=None, cache_dir=None):
+    """The results of any attack request (battery, budgeted, defended): from the cache, or run."""
+    if isinstance(request, BatteryRequest):
+        return battery(request, profile=profile, device=device, cache_dir=cache_dir)
+    if isinstance(request, BudgetRequest):
+        return budgeted(request, profile, device=device, cache_dir=cache_dir)
+    if isinstance(request, DefendedRequest):
+        return defended(request, profile, device=device, cache_dir=cache_dir)
+    raise ZooError(f"not an attack request: {request!r}")
 
 
 def attack_is_cached(request, profile: str = "cpu", *, cache_dir=None) -> bool:

@@ -36,11 +36,25 @@ def zoo_minutes(root: Path, profile: str, todo: list[layout.Job]) -> dict[str, f
     return plan.estimates(root, profile, todo, log)
 
 
+def workers(args: argparse.Namespace) -> int:
+    from .tasks import default_workers  # imports torch: only the commands that need it pay
+
+    return args.workers or default_workers()
+
+
 def build(root: Path, args: argparse.Namespace) -> Path | None:
     """Execute the changed chapters and render; the HTML folder, or None when a chapter failed.
 
-    The caller holds the profile's build lock."""
+    With several worker processes, the models of the chapters are trained first and their
+    uncached attacks run in those processes before any chapter executes; the chapters then find
+    them cached. The caller holds the profile's build lock."""
     start = time.perf_counter()
+    if workers(args) > 1:
+        from . import plan
+
+        only = tuple(args.only)
+        plan.build_zoo(root, args.profile, log=log, only=only)
+        plan.build_attacks(root, args.profile, workers=workers(args), only=only, log=log)
     outcomes = runner.run(
         root,
         args.profile,
@@ -82,6 +96,12 @@ def page_check(root: Path, profile: str, html: Path, required: bool) -> int:
     )
     log(f"chromium check of {html}: {verdict}")
     return 1 if problems else 0
+
+
+WORKERS_HELP = (
+    "processes that run the attacks at once, each on its share of the cores (default: one per "
+    "core, at most 4; 1 with a GPU; 1 runs them inside the chapters)"
+)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -187,9 +207,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_zoo(args: argparse.Namespace) -> int:
     from . import plan
 
-    table = plan.build_zoo(toc.find_root(args.root), args.profile, dask=args.dask, log=log)
+    root = toc.find_root(args.root)
+    table = plan.build_zoo(root, args.profile, dask=args.dask, log=log)
     failed = int((table["status"] == "failed").sum()) if len(table) else 0
     log(f"zoo at {args.profile}: {len(table) - failed}/{len(table)} models ready")
+    if not args.models_only:
+        attacks = plan.build_attacks(
+            root, args.profile, workers=workers(args), dask=args.dask, log=log
+        )
+        bad = int((attacks["status"] == "failed").sum())
+        log(f"attacks at {args.profile}: {len(attacks) - bad}/{len(attacks)} run or found")
+        failed += bad
     return 1 if failed else 0
 
 
@@ -220,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="then check the pages in headless Chromium (skipped, with a note, when there is none)",
     )
+    b.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     b.set_defaults(func=cmd_build)
 
     pu = sub.add_parser(
@@ -237,6 +266,7 @@ def parser() -> argparse.ArgumentParser:
     pu.add_argument(
         "--check", action="store_true", help="then check the published pages in headless Chromium"
     )
+    pu.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     pu.set_defaults(func=cmd_publish)
 
     r = sub.add_parser("run", help="run one notebook with your own parameters")
@@ -295,8 +325,12 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--profile", choices=P.PROFILES, default="cpu")
     pl.set_defaults(func=cmd_plan)
 
-    z = sub.add_parser("zoo", help="train every model the chapters of a profile need")
+    z = sub.add_parser(
+        "zoo", help="train every model the chapters of a profile need, then run their attacks"
+    )
     z.add_argument("--profile", choices=P.PROFILES, default="cpu")
+    z.add_argument("--models-only", action="store_true", help="train, but run no attack")
+    z.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
     z.add_argument("--dask", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://host:8786")
     z.set_defaults(func=cmd_zoo)
 

@@ -2,8 +2,9 @@
 costs.
 
     python -m seatbelt.book plan --profile cpu     # before anything runs
-    python -m seatbelt.book zoo --profile cpu [--dask tcp://host:8786]
-                                                   # train every model of the profile
+    python -m seatbelt.book zoo --profile cpu [--dask tcp://host:8786] [--workers N]
+                                                   # train every model of the profile, then
+                                                   # run every attack (N processes at once)
 
 A model or battery needed by several chapters is paid by the first one (in toc order) and
 listed as shared by the others. Minutes are estimates from the recipe's measured costs
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -128,34 +129,76 @@ def report(root: Path, profile: str, log: Log = print, cache_dir=None) -> pd.Dat
     return plan
 
 
-def train_point(point: zoo.Point, profile: str) -> dict[str, Any]:
-    """Train (or find) one zoo model; a dict a Dask worker can send back."""
-    started = time.perf_counter()
+def _outcome(what: str, started: float, work: Callable[[], bool]) -> dict[str, Any]:
+    """Run ``work`` (True when it found its result cached): a dict a worker process can send back,
+    one failure reported rather than raised, so the other tasks still run."""
     try:
-        trained = zoo.get(point, profile)
-    except Exception as e:  # one failed model is reported; the others still train
+        cached = work()
+    except Exception as e:
         return {
-            "what": point.label,
+            "what": what,
             "status": "failed",
             "seconds": time.perf_counter() - started,
             "error": f"{type(e).__name__}: {e}",
         }
     return {
-        "what": point.label,
-        "status": "cached" if trained.cached else "trained",
+        "what": what,
+        "status": "cached" if cached else "done",
         "seconds": time.perf_counter() - started,
         "error": "",
     }
 
 
-def build_zoo(root: Path, profile: str, dask: str | None = None, log: Log = print) -> pd.DataFrame:
-    """Train every model that any chapter of ``profile`` needs, serially or on a Dask cluster.
+def train_point(point: zoo.Point, profile: str) -> dict[str, Any]:
+    """Train (or find) one zoo model; a dict a Dask worker can send back."""
+    return _outcome(point.label, time.perf_counter(), lambda: zoo.get(point, profile).cached)
+
+
+def run_attack(request, profile: str) -> dict[str, Any]:
+    """Run (or find) one attack request of the zoo; a dict a worker process can send back."""
+
+    def work() -> bool:
+        cached = zoo.attack_is_cached(request, profile)
+        zoo.attack(request, profile)
+        return cached
+
+    return _outcome(zoo.attack_label(request), time.perf_counter(), work)
+
+
+def _selected(root: Path, profile: str, only: tuple[str, ...]) -> list[tuple[Job, zoo.Needs]]:
+    return [
+        (job, needs)
+        for job, needs in needs_of(root, profile)
+        if not only or job.entry in only or P.chapter_name(job.entry) in only
+    ]
+
+
+def _report(tasks: list, what: str, log: Log) -> Callable[[int, dict[str, Any], int], None]:
+    def report(i: int, r: dict[str, Any], done: int) -> None:
+        status = what if r["status"] == "done" else r["status"]
+        line = f"[{done}/{len(tasks)}] {r['what']}: {status} in {r['seconds']:.1f} s"
+        log(f"{line} {r['error']}".rstrip())
+
+    return report
+
+
+def build_zoo(
+    root: Path,
+    profile: str,
+    dask: str | None = None,
+    log: Log = print,
+    *,
+    only: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """Train every model that any chapter of ``profile`` (``only``: those chapters) needs,
+    serially (one process on every thread: two single-thread processes train more slowly, see
+    bench/zoo_parallel.py) or on a Dask cluster.
 
     Each model is cached as soon as it is trained, so an interrupted build resumes with what was
     done.
     """
     points: dict[zoo.Point, str] = {}
-    for job, needs in needs_of(root, profile):
+    for job, needs in _selected(root, profile, only):
         chapter_profile = job.params.get("profile", profile)
         for point in needs.models:
             points.setdefault(
@@ -163,10 +206,38 @@ def build_zoo(root: Path, profile: str, dask: str | None = None, log: Log = prin
             )
     tasks = [(point, chapter_profile) for point, chapter_profile in points.items()]
     log(f"zoo at {profile}: {len(tasks)} models")
-
-    def report(i: int, r: dict[str, Any], done: int) -> None:
-        line = f"[{done}/{len(tasks)}] {r['what']}: {r['status']} in {r['seconds']:.1f} s"
-        log(f"{line} {r['error']}".rstrip())
-
-    results = map_tasks(train_point, tasks, dask=dask, report=report)
+    results = map_tasks(train_point, tasks, dask=dask, report=_report(tasks, "trained", log))
     return pd.DataFrame(results)
+
+
+def build_attacks(
+    root: Path,
+    profile: str,
+    *,
+    workers: int = 1,
+    dask: str | None = None,
+    only: tuple[str, ...] = (),
+    log: Log = print,
+) -> pd.DataFrame:
+    """Run every attack that a chapter of ``profile`` (``only``: those chapters) asks the zoo for
+    and that is not cached, ``workers`` processes at a time (the attack solver barely uses a
+    second thread, so two single-thread processes on two cores run about 2.5x as many batteries
+    per minute: bench/zoo_parallel.py), or on a Dask cluster. Their models must be trained first
+    (:func:`build_zoo`), or each worker trains its own. The longest attacks start first."""
+    requests: dict[Any, str] = {}
+    for job, needs in _selected(root, profile, only):
+        chapter_profile = job.params.get("profile", profile)
+        for request in needs.batteries:
+            resolved = zoo.resolved(request, chapter_profile)
+            if resolved not in requests and not zoo.attack_is_cached(request, chapter_profile):
+                requests[resolved] = chapter_profile
+    tasks = sorted(requests.items(), key=lambda t: -zoo.attack_minutes(*t))
+    minutes = sum(zoo.attack_minutes(*t) for t in tasks)
+    log(
+        f"attacks at {profile}: {len(tasks)} to run, about {minutes:.1f} min of solver time "
+        f"by the plan, on {min(workers, max(len(tasks), 1))} process(es)"
+    )
+    results = map_tasks(
+        run_attack, tasks, dask=dask, workers=workers, report=_report(tasks, "ran", log)
+    )
+    return pd.DataFrame(results, columns=["what", "status", "seconds", "error"])
