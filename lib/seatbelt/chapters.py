@@ -653,16 +653,18 @@ def downstream(**parameters: Any) -> Needs:
 class OverlapModels:
     """The models of book/overlap.ipynb, by role: the Swiss roll of Fig A.7 (the VAE, then the
     beta-VAE and the beta-TCVAE at each beta), CelebA of Fig 2a (VAE, beta-VAE, beta-TCVAE at one
-    beta; none when CelebA's files are missing) and the curves of Fig 2b/2c (the VAE and both
+    beta; none when CelebA's files are missing), the beta-VAE and beta-TCVAE of Fig 2a at every
+    further seed (claim C1 over training runs) and the curves of Fig 2b/2c (the VAE and both
     families at each beta > 1, per seed)."""
 
     swissroll: list[Point]
     celeba: list[Point]
     curves: list[Point]
+    celeba_seeds: list[Point] = field(default_factory=list)
 
     @property
     def needs(self) -> Needs:
-        return Needs([*self.swissroll, *self.celeba, *self.curves])
+        return Needs([*self.swissroll, *self.celeba, *self.celeba_seeds, *self.curves])
 
 
 def overlap_models(
@@ -674,8 +676,9 @@ def overlap_models(
     model_seeds: Sequence[int],
     **_: Any,
 ) -> OverlapModels:
-    """The models of the overlap chapter; Fig A.7 and Fig 2a use the first seed. With
-    ``curve_dataset="swissroll"`` and the Swiss roll's betas, the curves reuse Fig A.7's models."""
+    """The models of the overlap chapter; Fig A.7 and Fig 2a use the first seed, and C1 compares
+    Fig 2a's beta-VAE and beta-TCVAE at every seed. With ``curve_dataset="swissroll"`` and the
+    Swiss roll's betas, the curves reuse Fig A.7's models."""
 
     def family_grid(dataset: str, betas: Sequence[float], seed: int) -> list[Point]:
         grid = [Point("vae", dataset, seed=seed)]
@@ -693,6 +696,14 @@ def overlap_models(
         family_grid("swissroll", swiss_betas, first),
         celeba,
         [p for s in model_seeds for p in family_grid(curve_dataset, curve_betas, int(s))],
+        # C1 compares only these two: the VAE stays at the first seed (Fig 2a's reference)
+        [
+            Point(f, "celeba", float(celeba_beta), seed=int(s))
+            for s in model_seeds[1:]
+            for f in ("beta-vae", "beta-tcvae")
+        ]
+        if celeba
+        else [],
     )
 
 
