@@ -21,7 +21,6 @@ the profile (its solver, cap and controls, on models the zoo has cached), never 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from goals import save
 from seatbelt import training, zoo
 from seatbelt.attacks import run_battery
 from seatbelt.book import plan
+from seatbelt.book.tasks import map_tasks
 from seatbelt.models import build_model
 
 PAIRS = {
@@ -92,16 +92,16 @@ def layerwise_batteries(profile: str, count: int = 2) -> list[zoo.BatteryRequest
     return requests[:count]
 
 
-def both_ways(function, tasks: list[tuple], cores: int) -> tuple[float, float]:
-    """Seconds to run ``function(*task, None)`` for every task in this process, and
-    ``function(*task, 1)`` in one single-thread process per task at once (start-up counted)."""
+def both_ways(function, tasks: list[tuple]) -> tuple[float, float]:
+    """Seconds to run ``function(*task, None)`` for every task in this process, and in one process
+    per task at once, the cores shared out among them, as `make zoo` runs attacks
+    (:func:`seatbelt.book.tasks.map_tasks`; start-up counted)."""
     started = time.perf_counter()
     for task in tasks:
         function(*task, None)
     serial = time.perf_counter() - started
     started = time.perf_counter()
-    with mp.get_context("spawn").Pool(len(tasks)) as pool:
-        pool.starmap(function, [(*task, 1) for task in tasks])
+    map_tasks(function, [(*task, None) for task in tasks], workers=len(tasks))
     return serial, time.perf_counter() - started
 
 
@@ -123,7 +123,7 @@ def main() -> None:
             for p in points:  # the data and the compiled TC loops, so neither arm pays for them
                 train_one(p, args.profile, 2, None)
             tasks = [(p, args.profile, args.steps) for p in points]
-            serial, parallel = both_ways(train_one, tasks, cores)
+            serial, parallel = both_ways(train_one, tasks)
             rows.append(
                 {
                     "models": name,
@@ -150,7 +150,7 @@ def main() -> None:
     if "batteries" in args.part:
         requests = layerwise_batteries(args.profile)
         attack_one(requests[0], args.profile, None)  # the data and the models, loaded once
-        serial, parallel = both_ways(attack_one, [(r, args.profile) for r in requests], cores)
+        serial, parallel = both_ways(attack_one, [(r, args.profile) for r in requests])
         print(
             f"\nTwo layerwise batteries at profile {args.profile} (controls included), {cores} "
             f"cores: serial {serial:.1f} s, {len(requests)} processes x 1 thread {parallel:.1f} s, "

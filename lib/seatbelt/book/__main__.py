@@ -49,12 +49,13 @@ def build(root: Path, args: argparse.Namespace) -> Path | None:
     uncached attacks run in those processes before any chapter executes; the chapters then find
     them cached. The caller holds the profile's build lock."""
     start = time.perf_counter()
-    if workers(args) > 1:
+    processes = workers(args)
+    if processes > 1:
         from . import plan
 
         only = tuple(args.only)
         plan.build_zoo(root, args.profile, log=log, only=only)
-        plan.build_attacks(root, args.profile, workers=workers(args), only=only, log=log)
+        plan.build_attacks(root, args.profile, workers=processes, only=only, log=log)
     outcomes = runner.run(
         root,
         args.profile,

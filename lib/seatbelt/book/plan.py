@@ -129,9 +129,10 @@ def report(root: Path, profile: str, log: Log = print, cache_dir=None) -> pd.Dat
     return plan
 
 
-def _outcome(what: str, started: float, work: Callable[[], bool]) -> dict[str, Any]:
+def _outcome(what: str, work: Callable[[], bool]) -> dict[str, Any]:
     """Run ``work`` (True when it found its result cached): a dict a worker process can send back,
     one failure reported rather than raised, so the other tasks still run."""
+    started = time.perf_counter()
     try:
         cached = work()
     except Exception as e:
@@ -151,7 +152,7 @@ def _outcome(what: str, started: float, work: Callable[[], bool]) -> dict[str, A
 
 def train_point(point: zoo.Point, profile: str) -> dict[str, Any]:
     """Train (or find) one zoo model; a dict a Dask worker can send back."""
-    return _outcome(point.label, time.perf_counter(), lambda: zoo.get(point, profile).cached)
+    return _outcome(point.label, lambda: zoo.get(point, profile).cached)
 
 
 def run_attack(request, profile: str) -> dict[str, Any]:
@@ -162,7 +163,7 @@ def run_attack(request, profile: str) -> dict[str, Any]:
         zoo.attack(request, profile)
         return cached
 
-    return _outcome(zoo.attack_label(request), time.perf_counter(), work)
+    return _outcome(zoo.attack_label(request), work)
 
 
 def _selected(root: Path, profile: str, only: tuple[str, ...]) -> list[tuple[Job, zoo.Needs]]:
@@ -231,8 +232,9 @@ def build_attacks(
             resolved = zoo.resolved(request, chapter_profile)
             if resolved not in requests and not zoo.attack_is_cached(request, chapter_profile):
                 requests[resolved] = chapter_profile
-    tasks = sorted(requests.items(), key=lambda t: -zoo.attack_minutes(*t))
-    minutes = sum(zoo.attack_minutes(*t) for t in tasks)
+    cost = {task: zoo.attack_minutes(*task) for task in requests.items()}
+    tasks = sorted(cost, key=lambda task: -cost[task])
+    minutes = sum(cost.values())
     log(
         f"attacks at {profile}: {len(tasks)} to run, about {minutes:.1f} min of solver time "
         f"by the plan, on {min(workers, max(len(tasks), 1))} process(es)"
