@@ -396,6 +396,45 @@ def test_crossed_weights_multiply_the_levels_counts():
     assert np.allclose(weights.mean(axis=0), 1, atol=0.15)
 
 
+def test_crossed_means_spans_the_seeds_where_images_alone_would_not():
+    """Two arms on the same 200 images at three seeds: arm A's mean is 1, 2 or 3 by seed, B's 4,
+    and each image moves both arms alike. The ratio of the pooled means is 0.5; resampling the
+    seeds puts the interval over the seeds' own ratios (1/4 to 3/4), and the images alone give an
+    interval near 0.5 that a one-row (seed-blind) call reproduces."""
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 0.5, 200)
+    a = np.stack([level + image + rng.normal(0, 0.01, 200) for level in (1.0, 2.0, 3.0)])
+    b = np.stack([4.0 + image + rng.normal(0, 0.01, 200) for _ in range(3)])
+
+    def ratio(means):
+        return means[..., 0] / means[..., 1]
+
+    seeds = claims.crossed_means("A / B", ratio, [a, b], null=1.0, direction="less")
+    assert seeds.estimate == pytest.approx(0.5, abs=0.01) and seeds.n == 200
+    assert "3 seeds" in seeds.method and seeds.supported
+    assert seeds.low <= 0.34 and seeds.high >= 0.66  # resampled seed means: 1 1/3 and 2 2/3
+    pooled = claims.crossed_means(
+        "A / B", ratio, [a.mean(0), b.mean(0)], null=1.0, direction="less"
+    )
+    assert pooled.method == "percentile bootstrap over the units"
+    assert 0.45 < pooled.low < pooled.estimate < pooled.high < 0.55
+    # the arms share every draw: identical arms give a ratio of exactly 1 in every resample
+    same = claims.crossed_means("A / A", ratio, [a, a], null=1.0, direction="less")
+    assert same.low == same.high == 1.0
+
+
+def test_crossed_means_refuses_ragged_or_missing_values():
+    def first(means):
+        return means[..., 0]
+
+    with pytest.raises(ValueError, match="same shape"):
+        claims.crossed_means(
+            "x", first, [np.ones((2, 5)), np.ones((2, 4))], null=0, direction="less"
+        )
+    with pytest.raises(ValueError, match="NaN"):
+        claims.crossed_means("x", first, [np.full((2, 5), np.nan)], null=0, direction="less")
+
+
 def test_all_of_holds_only_when_every_effect_does():
     def effect(low, high):
         return claims.Effect("e", (low + high) / 2, low, high, null=0.0, direction="greater")

@@ -311,3 +311,21 @@ def test_the_drop_ranking_compares_what_the_attack_took_away():
     # drops per row: A 0, 0, 1, 1; B 0, -1 (attacked right, clean wrong), 0, 1: A - B = 0, 1, 1, 0
     assert drop.estimate == 0.5 and accuracy.estimate == 0.25
     assert "accuracy drop under attack" in drop.name and "A - B" in drop.name
+
+
+def test_ranking_over_seeds_resamples_the_seeds_too():
+    """Two seeds whose models disagree (B better under one, no different under the other): the
+    estimate is the mean over every (seed, image), and the interval comes from the bootstrap over
+    seeds crossed with images, not from a t interval that takes the rows as independent."""
+    first = _evaluated().assign(seed=0)
+    second = first.assign(seed=1)
+    second.loc[second["model"] == "B", "attacked_correct"] = second.loc[
+        second["model"] == "A", "attacked_correct"
+    ].to_numpy()
+    both = pd.concat([first, second], ignore_index=True)
+    (effect,) = classifiers.ranking(both, ("A", "B"))
+    assert effect.estimate == pytest.approx(0.125) and effect.n == 8
+    assert "2 seeds" in effect.method
+    blind = both.assign(row=both["seed"] * 10 + both["row"]).drop(columns="seed")
+    (naive,) = classifiers.ranking(blind, ("A", "B"))
+    assert naive.estimate == pytest.approx(0.125) and "paired t" in naive.method

@@ -7,7 +7,7 @@ import torch
 
 from seatbelt import claims
 from seatbelt.gaussian import kl
-from seatbelt.heldout import active_units, per_image, slope, slope_ratio, unit_kl
+from seatbelt.heldout import active_units, per_image, ratio_of_slopes, slope, unit_kl
 from seatbelt.models import ModelConfig, build_model
 
 
@@ -93,7 +93,7 @@ def test_slope_of_exact_lines():
         slope([1.0, 2.0, 3.0], [1, 2])
 
 
-def test_slope_ratio_of_exact_lines_and_its_bootstrap():
+def test_ratio_of_slopes_of_exact_lines_and_its_bootstrap():
     """A declines by 1 nat per doubling of beta and B by 4: the ratio is 1/4, and a paired bootstrap
     over images (noise common to an image across models) keeps its interval near it."""
     betas = [1, 4, 8]
@@ -102,11 +102,14 @@ def test_slope_ratio_of_exact_lines_and_its_bootstrap():
     t = np.log2(betas)
     a = [image_effect - 1 * ti + rng.normal(0, 0.1, 200) for ti in t]
     b = [image_effect - 4 * ti + rng.normal(0, 0.1, 200) for ti in t]
-    statistic = slope_ratio(betas)
-    assert float(statistic(*a, *b)) == pytest.approx(0.25, abs=0.01)
-    effect = claims.measure(
-        "slope ratio", statistic, [*a, *b], null=1.0, direction="less", paired=True, n_resamples=500
+
+    def statistic(means):
+        return ratio_of_slopes(means, betas)
+
+    assert float(statistic(np.mean([*a, *b], axis=1))) == pytest.approx(0.25, abs=0.01)
+    effect = claims.crossed_means(
+        "slope ratio", statistic, [*a, *b], null=1.0, direction="less", n_resamples=500
     )
     assert effect.low < 0.25 < effect.high and effect.high < 0.3 and effect.supported
-    with pytest.raises(ValueError, match="takes 6 samples"):
-        statistic(*a)
+    with pytest.raises(ValueError, match="takes 6 means"):
+        statistic(np.mean(a, axis=1))

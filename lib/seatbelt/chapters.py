@@ -199,8 +199,15 @@ def check_denoising(
 
 @checks("downstream")
 def check_downstream(
-    *, profile: str, beta: float, layers: int, classifier_images: int, **_: Any
+    *,
+    profile: str,
+    beta: float,
+    layers: int,
+    classifier_images: int,
+    model_seeds: Sequence[int] = (0,),
+    **_: Any,
 ) -> None:
+    _check_seeds(model_seeds)
     _require(
         beta > 1 and layers >= 2,
         f"beta={beta}, layers={layers}: this chapter compares a VAE with TC-penalised models "
@@ -253,8 +260,10 @@ def check_seatbelt(
     tcvae_latents: Sequence[int],
     layers: int,
     band_layers: Sequence[int] | None = None,
+    model_seeds: Sequence[int] = (0,),
     **_: Any,
 ) -> None:
+    _check_seeds(model_seeds)
     betas = [float(b) for b in betas]
     _require(
         len(set(betas)) >= 2
@@ -589,17 +598,20 @@ TABLE1_DATASETS = ("cifar10", "svhn")  # Table 1's datasets, in the page's order
 class Downstream:
     """The models of Table 1 per dataset, each list (VAE, beta-TCVAE, Seatbelt-VAE), and their
     batteries in the same order; a dataset whose files are missing is left out (``missing``
-    holds why)."""
+    holds why). ``seed_batteries``: CIFAR-10's three batteries again for every further training
+    seed, keyed by it (claim C11 over training runs)."""
 
     models: dict[str, list[Point]]
     batteries: dict[str, list[BatteryRequest]]
     missing: dict[str, str] = field(default_factory=dict)
+    seed_batteries: dict[int, list[BatteryRequest]] = field(default_factory=dict)
 
     @property
     def needs(self) -> Needs:
+        further = [b for bs in self.seed_batteries.values() for b in bs]
         return Needs(
-            [p for ps in self.models.values() for p in ps],
-            [b for bs in self.batteries.values() for b in bs],
+            [*(p for ps in self.models.values() for p in ps), *(b.point for b in further)],
+            [*(b for bs in self.batteries.values() for b in bs), *further],
         )
 
 
@@ -611,32 +623,43 @@ def downstream_plan(
     max_iter: int,
     solver: str = "batched",
     seed: int,
+    model_seeds: Sequence[int] = (0,),
     datasets: Sequence[str] = TABLE1_DATASETS,
     **_: Any,
 ) -> Downstream:
     """What book/downstream.ipynb runs on each of ``datasets`` it can have (see
     :class:`Downstream`): a VAE, a beta-TCVAE and a Seatbelt-VAE, each attacked with the latent
-    KL attack at lambda = 1 on the same held-out pairs whose target has another label."""
+    KL attack at lambda = 1 on the same held-out pairs whose target has another label. The models
+    are trained with the first of ``model_seeds``; CIFAR-10's are also trained and attacked (on
+    the same pairs, drawn with ``seed``) with every further one."""
     protocol = AttackProtocol(
         n_pairs=n_pairs, lambdas=(1.0,), attacks=("kl",), pairing="different_label", seed=seed
     )
     attacker = _attacker(solver, max_iter)
+
+    def table1_models(dataset: str, model_seed: int) -> list[Point]:
+        return [
+            Point("vae", dataset, seed=model_seed),
+            Point("beta-tcvae", dataset, beta=beta, seed=model_seed),
+            Point("seatbelt", dataset, beta=beta, layers=layers, seed=model_seed),
+        ]
+
+    def attacked(points: list[Point]) -> list[BatteryRequest]:
+        return [
+            BatteryRequest(p, protocol, split="test", keep_images=True, **attacker) for p in points
+        ]
+
+    first, *more = (int(s) for s in model_seeds)
     models, batteries, missing = {}, {}, {}
     for dataset in datasets:
         reason = data_missing(dataset) if dataset != "cifar10" else None
         if reason is not None:  # CIFAR-10 is the chapter itself: its loader says what is missing
             missing[dataset] = reason
             continue
-        models[dataset] = [
-            Point("vae", dataset, seed=seed),
-            Point("beta-tcvae", dataset, beta=beta, seed=seed),
-            Point("seatbelt", dataset, beta=beta, layers=layers, seed=seed),
-        ]
-        batteries[dataset] = [
-            BatteryRequest(p, protocol, split="test", keep_images=True, **attacker)
-            for p in models[dataset]
-        ]
-    return Downstream(models, batteries, missing)
+        models[dataset] = table1_models(dataset, first)
+        batteries[dataset] = attacked(models[dataset])
+    further = {s: attacked(table1_models("cifar10", s)) for s in more}
+    return Downstream(models, batteries, missing, further)
 
 
 @chapter("downstream")
@@ -752,7 +775,9 @@ class SeatbeltModels:
     (the estimator study, free bits, the chain's comparison), Fig 6's Seatbelts (each depth of
     ``band_layers``; the band spans them) and beta-TCVAEs (each latent size) at each beta, the
     chain at the largest beta, Fig 6c's CelebA pair (beta-TCVAE, Seatbelt; empty when CelebA's
-    files are missing) and the small Swiss-roll Seatbelt on which Theorem 1 is checked."""
+    files are missing) and the small Swiss-roll Seatbelt on which Theorem 1 is checked.
+    ``curve_seeds``: for every further training seed, Fig 6's two curves again, (the band's
+    Seatbelts, the beta-TCVAEs), keyed by the seed (claim C6 over training runs)."""
 
     seatbelts: list[Point]
     band: dict[int, list[Point]]
@@ -760,12 +785,16 @@ class SeatbeltModels:
     chain: Point
     celeba: tuple[Point, ...]
     theorem: Point
+    curve_seeds: dict[int, tuple[list[Point], list[Point]]] = field(default_factory=dict)
 
     @property
     def needs(self) -> Needs:
         band = (p for ps in self.band.values() for p in ps)
         tcvaes = (p for ps in self.tcvaes.values() for p in ps)
-        return Needs([*self.seatbelts, *band, *tcvaes, self.chain, *self.celeba, self.theorem])
+        further = (p for curves in self.curve_seeds.values() for ps in curves for p in ps)
+        return Needs(
+            [*self.seatbelts, *band, *tcvaes, self.chain, *self.celeba, self.theorem, *further]
+        )
 
 
 def seatbelt_models(
@@ -777,30 +806,44 @@ def seatbelt_models(
     theorem_layers: int,
     seed: int,
     band_layers: Sequence[int] | None = None,
+    model_seeds: Sequence[int] = (),
     **_: Any,
 ) -> SeatbeltModels:
     """The models of the Seatbelt chapter (see :class:`SeatbeltModels`); beta = 1 is the VAE for the
-    beta-TCVAE and the hierarchical VAE for the Seatbelt. ``band_layers`` None is ``[layers]``."""
+    beta-TCVAE and the hierarchical VAE for the Seatbelt. ``band_layers`` None is ``[layers]``.
+    The first of ``model_seeds`` (empty: ``seed``) trains every model; each further one trains
+    Fig 6's curves again."""
+    first, *more = (int(s) for s in (model_seeds or [seed]))
     betas = [float(b) for b in betas]
     depths = [int(L) for L in (band_layers if band_layers is not None else [layers])]
-    return SeatbeltModels(
-        seatbelts=[Point("seatbelt", "dsprites", b, layers=layers, seed=seed) for b in betas],
-        band={
-            L: [Point("seatbelt", "dsprites", b, layers=L, seed=seed) for b in betas]
-            for L in depths
-        },
-        tcvaes={
-            int(d): [Point("beta-tcvae", "dsprites", b, int(d), seed=seed) for b in betas]
+
+    def band(s: int) -> dict[int, list[Point]]:
+        return {
+            L: [Point("seatbelt", "dsprites", b, layers=L, seed=s) for b in betas] for L in depths
+        }
+
+    def tcvaes(s: int) -> dict[int, list[Point]]:
+        return {
+            int(d): [Point("beta-tcvae", "dsprites", b, int(d), seed=s) for b in betas]
             for d in tcvae_latents
-        },
-        chain=Point("chain", "dsprites", max(betas), layers=layers, seed=seed),
+        }
+
+    def flat(grid: dict[int, list[Point]]) -> list[Point]:
+        return [p for ps in grid.values() for p in ps]
+
+    return SeatbeltModels(
+        seatbelts=[Point("seatbelt", "dsprites", b, layers=layers, seed=first) for b in betas],
+        band=band(first),
+        tcvaes=tcvaes(first),
+        chain=Point("chain", "dsprites", max(betas), layers=layers, seed=first),
         celeba=(
-            Point("beta-tcvae", "celeba", celeba_beta, seed=seed),
-            Point("seatbelt", "celeba", celeba_beta, layers=layers, seed=seed),
+            Point("beta-tcvae", "celeba", celeba_beta, seed=first),
+            Point("seatbelt", "celeba", celeba_beta, layers=layers, seed=first),
         )
         if data_missing("celeba") is None
         else (),
-        theorem=Point("seatbelt", "swissroll", 1.0, layers=theorem_layers, seed=seed),
+        theorem=Point("seatbelt", "swissroll", 1.0, layers=theorem_layers, seed=first),
+        curve_seeds={s: (flat(band(s)), flat(tcvaes(s))) for s in more},
     )
 
 

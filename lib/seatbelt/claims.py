@@ -510,8 +510,7 @@ def cluster_weights(
         weights = np.ones((n_resamples, len(frame)))
         for level in levels:
             units, row_unit = np.unique(frame[level].to_numpy(), return_inverse=True)
-            counts = rng.multinomial(len(units), np.full(len(units), 1 / len(units)), n_resamples)
-            weights *= counts[:, row_unit]
+            weights *= _draw_counts(len(units), n_resamples, rng)[:, row_unit]
         return weights
     counts = np.ones((n_resamples, 1))
     parents = np.zeros(len(frame), dtype=np.int64)
@@ -530,6 +529,67 @@ def cluster_weights(
             )
         counts, parents = child_counts, row_unit
     return counts[:, parents]
+
+
+def _draw_counts(n_units: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_resamples, n_units): how often each of n units is drawn in n draws with replacement."""
+    return rng.multinomial(n_units, np.full(n_units, 1 / n_units), n_resamples)
+
+
+def crossed_means(
+    name: str,
+    statistic: Callable[[np.ndarray], np.ndarray],
+    samples: Sequence[np.ndarray],
+    *,
+    null: float,
+    direction: Direction,
+    margin: float = 0.0,
+    level: float = 0.95,
+    n_resamples: int = 4000,
+    seed: int = 0,
+) -> Effect:
+    """``statistic`` of the means of ``samples``, with an interval over training seeds crossed with
+    units.
+
+    Each sample is an (n_seeds, n_units) array: row s holds one arm's model of training seed s
+    measured on every unit (held-out images, the same in every row and every arm). ``statistic``
+    maps the (..., len(samples)) arm means to the effect (a ratio of two slopes over beta, say).
+    Seeds and units are drawn on their own (the crossed bootstrap of :func:`cluster_weights`),
+    and every arm's mean is taken under the same draw, so that the arms stay paired by image and
+    by seed. Percentile interval; with one seed, it covers the units only.
+    """
+    arrays = np.stack([np.atleast_2d(np.asarray(s, dtype=float)) for s in samples])
+    if arrays.ndim != 3 or arrays.shape[2] < 2:
+        raise ValueError(
+            f"Effect {name!r}: every sample must be (n_seeds, n_units) with >= 2 units, the same "
+            f"shape for all; got {[np.shape(s) for s in samples]}."
+        )
+    if not np.isfinite(arrays).all():
+        raise ValueError(
+            f"Effect {name!r}: samples contain NaN or inf; drop or explain them before measuring."
+        )
+    _, n_seeds, n_units = arrays.shape
+    rng = np.random.default_rng(seed)
+    seed_counts = _draw_counts(n_seeds, n_resamples, rng)
+    unit_counts = _draw_counts(n_units, n_resamples, rng)
+    means = np.einsum("rs,msn,rn->rm", seed_counts, arrays, unit_counts) / (n_seeds * n_units)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spread = np.asarray(statistic(means), dtype=float)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(spread[np.isfinite(spread)], [tail, 100 - tail])
+    over = f"{n_seeds} seeds and the units" if n_seeds > 1 else "the units"
+    return Effect(
+        name,
+        float(statistic(arrays.mean(axis=(1, 2)))),
+        float(low),
+        float(high),
+        null=null,
+        direction=direction,
+        margin=margin,
+        level=level,
+        n=n_units,
+        method=f"percentile bootstrap over {over}",
+    )
 
 
 def ratio_of_pooled_means(

@@ -479,13 +479,16 @@ def ranking(
     attacked images (the battery rows), each with a Student-t interval, positive when the ranking
     holds: of the accuracy under attack, the later model minus the earlier; with ``drop``, of the
     drop in accuracy the attack causes (clean minus attacked, Table 1's parentheses), the earlier
-    model's minus the later's."""
+    model's minus the later's. With a ``seed`` column (the models of several training seeds,
+    attacked on the same images), the interval resamples the seeds as well as the images
+    (:func:`seatbelt.claims.paired_comparison`)."""
+    rows = ["seed", "row"] if "seed" in evaluated.columns else "row"
     effects = []
     for task, g in evaluated.groupby("task", sort=False):
         score = g["attacked_correct"].astype(float)
         if drop:  # the negated drop: larger is better, as for the accuracy
             score = score - g["clean_correct"].astype(float)
-        wide = g.assign(score=score).pivot(index="row", columns="model", values="score")
+        wide = g.assign(score=score).pivot(index=rows, columns="model", values="score")
         missing = [m for m in order if m not in wide.columns]
         if missing or wide.isna().any().any():
             raise ValueError(

@@ -17,14 +17,15 @@ threshold costs the objective nothing, so a unit above it is one the model pays 
 layer whose every unit sits below it has collapsed onto its prior.
 
 **Decline with beta (claim C6).** :func:`slope` is the least-squares slope of a family's mean
-held-out ELBO against log2(beta); :func:`slope_ratio` divides one family's slope by another's,
-vectorised for :func:`seatbelt.claims.measure` so that a paired bootstrap over the same held-out
-images gives its interval. A ratio below 1 (both slopes negative) is a slower decline.
+held-out ELBO against log2(beta); :func:`ratio_of_slopes` divides one family's slope by
+another's, vectorised over resamples for :func:`seatbelt.claims.crossed_means`, whose bootstrap
+over training seeds crossed with the same held-out images gives its interval. A ratio below 1
+(both slopes negative) is a slower decline.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -155,21 +156,13 @@ def slope(values: np.ndarray, betas: Sequence[float]) -> np.ndarray:
     return (values - values.mean(-1, keepdims=True)) @ centred / (centred @ centred)
 
 
-def slope_ratio(betas: Sequence[float]) -> Callable[..., np.ndarray]:
-    """A statistic for :func:`seatbelt.claims.measure`: slope(A) / slope(B) of mean values vs
-    log2(beta).
-
-    It takes 2k samples, A at each beta then B at each beta (k = len(betas)), each the per-image
-    values of one model on the same images, and an ``axis`` keyword.
-    """
+def ratio_of_slopes(means: np.ndarray, betas: Sequence[float]) -> np.ndarray:
+    """slope(A) / slope(B) against log2(beta) (:func:`slope`), from ``means`` (..., 2k): family A's
+    mean at each of the k betas, then family B's."""
+    means = np.asarray(means, dtype=float)
     k = len(_log2(betas))
-
-    def statistic(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
-        if len(samples) != 2 * k:
-            raise ValueError(
-                f"slope_ratio over {k} betas takes {2 * k} samples (A then B), got {len(samples)}."
-            )
-        means = np.stack([np.mean(s, axis=axis) for s in samples], axis=-1)
-        return slope(means[..., :k], betas) / slope(means[..., k:], betas)
-
-    return statistic
+    if means.shape[-1] != 2 * k:
+        raise ValueError(
+            f"ratio_of_slopes over {k} betas takes {2 * k} means (A then B), got {means.shape[-1]}."
+        )
+    return slope(means[..., :k], betas) / slope(means[..., k:], betas)

@@ -53,11 +53,10 @@ class Chapter:
         """Minutes since :func:`setup`."""
         return (time.perf_counter() - self.started) / 60
 
-    def glue_minutes(self, name: str = "minutes") -> float:
-        """Glue the minutes the page took so far (training and attacks included)."""
-        minutes = self.minutes()
-        _glue(name, minutes)
-        return minutes
+    def glue_minutes(self, name: str = "minutes") -> None:
+        """Glue the minutes the page took so far (training and attacks included). Returns
+        nothing, so that a cell ending with it shows no stray number on the page."""
+        _glue(name, self.minutes())
 
     def save_budget(self, table) -> Path:
         """Write a claim's training-budget rows (:func:`seatbelt.claims.budget_table`) to
