@@ -101,6 +101,20 @@ def test_an_effect_table_has_a_row_per_effect_and_the_columns_asked_for():
         page.effect_table([ROSE], "verdict")
 
 
+def test_seed_reach_says_whether_an_interval_covers_training_runs():
+    several = page.seed_reach([1.18, 1.34, 1.25], "the ratio")
+    assert several == (
+        "3 training seeds crossed with the images; seed by seed the ratio runs from 1.18 to 1.34"
+    )
+    assert page.seed_reach([0.02, -0.03], "the difference", fmt="+.3f").endswith(
+        "from -0.030 to +0.020"
+    )
+    for one in ([], [0.5]):
+        assert page.seed_reach(one, "the ratio", per="point") == (
+            "the images of one trained model per point: not the variation between training runs"
+        )
+
+
 def test_setup_makes_the_results_folder_and_times_the_page(tmp_path, glued):
     chapter = page.setup(tmp_path / "results", "intro", theme=False)
     assert chapter.out == tmp_path / "results" / "intro" and chapter.out.is_dir()

@@ -137,6 +137,20 @@ def listing(values: Iterable[Any], conjunction: str = "and") -> str:
     return f"{', '.join(values[:-1])} {conjunction} {values[-1]}"
 
 
+def seed_reach(
+    per_seed: Sequence[float], what: str, *, fmt: str = ".3g", per: str = "family"
+) -> str:
+    """What an interval covers, in words for a page's prose: over several training seeds, the seeds
+    crossed with the images and ``what`` seed by seed (``per_seed``: one estimate per seed, its
+    range); with one seed, the images of one trained model per ``per``."""
+    if len(per_seed) < 2:
+        return f"the images of one trained model per {per}: not the variation between training runs"
+    return (
+        f"{len(per_seed)} training seeds crossed with the images; seed by seed {what} runs from "
+        f"{min(per_seed):{fmt}} to {max(per_seed):{fmt}}"
+    )
+
+
 def direction(
     effect: Effect, up: str = TRENDS[0], down: str = TRENDS[1], flat: str = TRENDS[2]
 ) -> str:
